@@ -1,0 +1,91 @@
+# paymentsd: build, test, run. `make deps` once on a fresh Debian 12, then `make run` or `make test`.
+SHELL := /bin/bash
+.DEFAULT_GOAL := build
+
+SWIFT ?= swift
+PYTHON ?= python3
+PREFIX ?= /usr/local
+DESTDIR ?=
+
+APT_PACKAGES := libprotobuf-c-dev protobuf-c-compiler libcurl4-openssl-dev libsqlite3-dev libssl-dev \
+                pkg-config systemd util-linux
+PROTO := proto/payments/v1/payments.proto
+PROTO_C_DIR := Sources/PaymentsProtoC
+RUN_DIR := var
+FAKE_PORT ?= 12111
+
+.PHONY: deps build test test-swift test-python check-proto check-systemd proto run install bench clean
+
+## deps: install every Debian and Python package the build and the tests need (idempotent)
+deps:
+	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:" $$missing; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	else echo "Debian packages: all present"; fi
+	$(PYTHON) -m pip install -q -r requirements-dev.txt
+
+## build: debug build of the daemon, the CLI and the tests
+build:
+	$(SWIFT) build --build-tests
+
+## proto: regenerate the committed protobuf-c code from proto/
+proto:
+	protoc-c -Iproto --c_out=$(PROTO_C_DIR) $(PROTO)
+	mkdir -p $(PROTO_C_DIR)/include/payments/v1
+	mv $(PROTO_C_DIR)/payments/v1/payments.pb-c.h $(PROTO_C_DIR)/include/payments/v1/payments.pb-c.h
+
+## check-proto: fail when the committed generated code is not what `make proto` produces
+check-proto:
+	@tmp=$$(mktemp -d); trap 'rm -rf $$tmp' EXIT; \
+	protoc-c -Iproto --c_out=$$tmp $(PROTO) && \
+	diff -u $(PROTO_C_DIR)/payments/v1/payments.pb-c.c $$tmp/payments/v1/payments.pb-c.c && \
+	diff -u $(PROTO_C_DIR)/include/payments/v1/payments.pb-c.h $$tmp/payments/v1/payments.pb-c.h && \
+	echo "generated protobuf-c code is current"
+
+## check-systemd: systemd-analyze verify on the units, and their exposure score
+check-systemd: build
+	scripts/verify-systemd.sh $(CURDIR)/.build/debug/paymentsd
+
+## test: every Swift test, then every Python test (fake Stripe and the real daemon over its socket)
+test: check-proto build check-systemd test-swift test-python
+
+test-swift:
+	$(SWIFT) test --skip-build
+
+test-python:
+	$(PYTHON) -m pytest -q -p no:cacheprovider tests
+
+## run: build, then start the fake Stripe and the daemon on ./var/ (Ctrl-C stops both)
+run:
+	$(SWIFT) build --product paymentsd
+	$(SWIFT) build --product paymentsctl
+	mkdir -p $(RUN_DIR)
+	@echo "fake Stripe on http://127.0.0.1:$(FAKE_PORT); daemon on $(RUN_DIR)/paymentsd.sock"
+	@echo "in another terminal:  .build/debug/paymentsctl --socket $(RUN_DIR)/paymentsd.sock health"
+	@$(PYTHON) -m fakestripe --port $(FAKE_PORT) --api-key sk_test_local --webhook-secret whsec_local & fake=$$!; \
+	trap 'kill $$fake 2>/dev/null' EXIT INT TERM; \
+	PAYMENTSD_SOCKET=$(RUN_DIR)/paymentsd.sock PAYMENTSD_DB=$(RUN_DIR)/payments.db \
+	STRIPE_API_BASE=http://127.0.0.1:$(FAKE_PORT) STRIPE_SECRET_KEY=sk_test_local \
+	STRIPE_WEBHOOK_SECRETS=whsec_local PAYMENTSD_ALLOW_GIDS=$$(id -g) \
+	.build/debug/paymentsd
+
+## install: release binaries, systemd units, sysusers and tmpfiles snippets
+install:
+	$(SWIFT) build -c release --product paymentsd
+	$(SWIFT) build -c release --product paymentsctl
+	install -D -m 0755 .build/release/paymentsd $(DESTDIR)$(PREFIX)/bin/paymentsd
+	install -D -m 0755 .build/release/paymentsctl $(DESTDIR)$(PREFIX)/bin/paymentsctl
+	install -D -m 0644 systemd/paymentsd.socket $(DESTDIR)/etc/systemd/system/paymentsd.socket
+	install -D -m 0644 systemd/paymentsd.service $(DESTDIR)/etc/systemd/system/paymentsd.service
+	install -D -m 0644 systemd/paymentsd.sysusers $(DESTDIR)/usr/lib/sysusers.d/paymentsd.conf
+	install -D -m 0644 systemd/paymentsd.tmpfiles $(DESTDIR)/usr/lib/tmpfiles.d/paymentsd.conf
+	install -D -m 0644 systemd/paymentsd.env.example $(DESTDIR)/etc/paymentsd/paymentsd.env.example
+
+## bench: release build, then Health round trips against a raw socket echo (see BENCHMARKS.md)
+bench:
+	$(SWIFT) build -c release --product paymentsd-bench
+	.build/release/paymentsd-bench
+
+clean:
+	rm -rf .build $(RUN_DIR)

@@ -1,0 +1,20 @@
+#pragma once
+#include <sqlite3.h>
+
+// SQLITE_TRANSIENT is a cast macro Swift cannot import: bind through these so
+// SQLite copies the bytes before the Swift buffer goes away.
+static inline int paymentsd_sqlite3_bind_text(sqlite3_stmt *s, int i, const char *v, int n) {
+    return sqlite3_bind_text(s, i, v, n, SQLITE_TRANSIENT);
+}
+static inline int paymentsd_sqlite3_bind_blob(sqlite3_stmt *s, int i, const void *v, int n) {
+    return sqlite3_bind_blob(s, i, v, n, SQLITE_TRANSIENT);
+}
+
+// Extended result codes are macros of expressions, which the importer drops.
+enum {
+    PAYMENTSD_SQLITE_CONSTRAINT_UNIQUE = SQLITE_CONSTRAINT_UNIQUE,
+    PAYMENTSD_SQLITE_CONSTRAINT_PRIMARYKEY = SQLITE_CONSTRAINT_PRIMARYKEY,
+    PAYMENTSD_SQLITE_CONSTRAINT_FOREIGNKEY = SQLITE_CONSTRAINT_FOREIGNKEY,
+    PAYMENTSD_SQLITE_CONSTRAINT_CHECK = SQLITE_CONSTRAINT_CHECK,
+    PAYMENTSD_SQLITE_BUSY_SNAPSHOT = SQLITE_BUSY_SNAPSHOT,
+};

@@ -1,0 +1,31 @@
+import Synchronization
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Named places between the steps of operations where a test may end the
+/// process at once (`PAYMENTSD_CRASH_AT=NAME`), as a power cut would.
+///
+/// Inert unless armed. `paymentsd crash-points` lists `all`; operations add
+/// their names here as they are built.
+public enum CrashPoints {
+    /// Every crash point of this build, in the order an operation reaches them.
+    public static let all: [String] = []
+
+    private static let armed = Mutex<String?>(nil)
+
+    static func arm(_ name: String?) {
+        Self.armed.withLock { $0 = name }
+    }
+
+    /// Ends the process with status 137 (as SIGKILL would) if `name` is armed; no clean-up runs.
+    public static func reach(_ name: String) {
+        precondition(Self.all.contains(name), "unknown crash point \(name)")
+        if Self.armed.withLock({ $0 }) == name {
+            let line = "<2>crash point reached: \(name)\n"
+            line.withCString { _ = write(2, $0, strlen($0)) }
+            _exit(137)
+        }
+    }
+}

@@ -1,0 +1,134 @@
+import Logging
+import NIOCore
+import NIOPosix
+import PaymentsRPC
+import PaymentsService
+import PaymentsStore
+import PaymentsWire
+import ServiceLifecycle
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The `paymentsd` command: configuration, wiring and the service group.
+public enum Daemon {
+    /// Exit statuses of sysexits(3) the daemon uses.
+    public enum ExitStatus {
+        public static let ok: Int32 = 0
+        public static let failure: Int32 = 1
+        public static let usage: Int32 = 64
+        public static let config: Int32 = 78
+    }
+
+    /// How long SIGTERM waits for requests in flight before cancelling them.
+    static let drainTimeout: Duration = .seconds(10)
+
+    /// Runs the command line `arguments` (without the program name) and returns the exit status.
+    public static func main(arguments: [String], environment: [String: String]) async -> Int32 {
+        var environment = environment
+        var remaining = arguments[...]
+        while let argument = remaining.popFirst() {
+            switch argument {
+            case "--version":
+                print("paymentsd \(PaymentsVersion.current)")
+                return ExitStatus.ok
+            case "crash-points":
+                for name in CrashPoints.all { print(name) }
+                return ExitStatus.ok
+            case "--socket":
+                guard let path = remaining.popFirst() else { return Self.usageError("--socket needs a path") }
+                environment["PAYMENTSD_SOCKET"] = path
+            case "-h", "--help":
+                print("usage: paymentsd [--socket PATH] | paymentsd --version | paymentsd crash-points")
+                print("Configuration comes from the environment; see the README and docs of protocol.md section 7.")
+                return ExitStatus.ok
+            default:
+                return Self.usageError("unknown argument \"\(argument.prefix(64))\"")
+            }
+        }
+
+        let configuration: DaemonConfiguration
+        do {
+            configuration = try DaemonConfiguration.load(environment: environment)
+        } catch let error as ConfigurationError {
+            Self.printError(error.description)
+            return ExitStatus.config
+        } catch {
+            Self.printError("configuration error: \(error)")
+            return ExitStatus.config
+        }
+        return await Self.serve(configuration, environment: environment)
+    }
+
+    private static func serve(_ configuration: DaemonConfiguration, environment: [String: String]) async -> Int32 {
+        let level = configuration.logLevel
+        LoggingSystem.bootstrap { label in JournalLogHandler(label: label, level: level) }
+        let logger = Logger(label: "paymentsd")
+        CrashPoints.arm(configuration.crashAt)
+
+        let store: Store
+        do {
+            store = try Store(path: configuration.databasePath)
+        } catch {
+            logger.critical("cannot open the database", metadata: ["path": "\(configuration.databasePath)", "error": "\(error)"])
+            return ExitStatus.failure
+        }
+
+        let metrics = RequestMetrics()
+        let methods = PaymentsMethods(store: store, metrics: metrics)
+        var dispatcherConfiguration = Dispatcher.Configuration()
+        dispatcherConfiguration.testDelay = configuration.testDelayMS.map { .milliseconds($0) }
+        let dispatcher = Dispatcher(
+            table: methods.table(),
+            policy: CallerPolicy(allowedGroups: configuration.allowedGroups, adminGroups: configuration.adminGroups),
+            metrics: metrics, configuration: dispatcherConfiguration, logger: logger)
+
+        let listener: RPCServer.Listener =
+            SocketActivation.inheritedListener(environment: environment).map { .inherited(descriptor: $0) }
+            ?? .path(configuration.socketPath)
+        var serverConfiguration = RPCServer.Configuration(listener: listener)
+        serverConfiguration.maxFrame = configuration.maxFrame
+        let notifier = SystemdNotifier(environment: environment)
+        let server = RPCServer(
+            configuration: serverConfiguration, dispatcher: dispatcher, metrics: metrics, logger: logger,
+            onListening: { notifier.notify("READY=1\nSTATUS=serving") })
+        let systemd = SystemdService(
+            notifier: notifier, watchdogInterval: SystemdNotifier.watchdogInterval(environment: environment))
+
+        var groupConfiguration = ServiceGroupConfiguration(
+            services: [
+                .init(service: server),
+                .init(service: systemd, successTerminationBehavior: .ignore),
+            ],
+            gracefulShutdownSignals: [.sigterm, .sigint],
+            logger: logger)
+        groupConfiguration.maximumGracefulShutdownDuration = Self.drainTimeout
+        let group = ServiceGroup(configuration: groupConfiguration)
+        logger.notice(
+            "starting",
+            metadata: [
+                "version": "\(PaymentsVersion.current)", "database": "\(configuration.databasePath)",
+                "stripe_api_base": "\(configuration.stripeAPIBase)",
+            ])
+        do {
+            try await group.run()
+            logger.notice("stopped")
+            return ExitStatus.ok
+        } catch {
+            logger.critical("stopped on an error", metadata: ["error": "\(error)"])
+            return ExitStatus.failure
+        }
+    }
+
+    private static func usageError(_ message: String) -> Int32 {
+        Self.printError("paymentsd: \(message)")
+        return ExitStatus.usage
+    }
+
+    private static func printError(_ line: String) {
+        // Before logging is set up, still in the journal's format.
+        let text = "<3>\(line)\n"
+        text.withCString { _ = write(2, $0, strlen($0)) }
+    }
+}

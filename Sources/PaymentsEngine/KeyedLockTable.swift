@@ -1,0 +1,125 @@
+import Synchronization
+
+/// Mutual exclusion per key (a deal, a customer), FIFO, bounded by deadlines.
+///
+/// A command takes its deal's key before it reads or changes the deal, so
+/// two calls for one deal run one after the other while calls for other
+/// deals run in parallel. Properties the rest of the daemon relies on:
+/// - **FIFO per key**: a release hands the key straight to the longest waiter,
+///   so no caller starves behind a stream of newer ones.
+/// - **Bounded waits**: a waiter gives up at its deadline with `LockTimeout`
+///   (the RPC layer answers `DEADLINE_EXCEEDED lock_timeout`), or when its
+///   task is cancelled.
+/// - **No growth**: a key is in the table only while someone holds or waits
+///   for it.
+/// - **Several keys**: `withLocks` takes keys one after the other in the order
+///   given; every caller must use the same global order (customer before
+///   deal) so two commands can never wait for each other.
+public final class KeyedLockTable<Key: Hashable & Sendable>: Sendable {
+    private struct Waiter {
+        let id: UInt64
+        let continuation: CheckedContinuation<Void, any Error>
+        let timer: Task<Void, Never>?
+    }
+
+    /// A key is present exactly while it is held; its waiters queue behind the holder.
+    private struct State {
+        var queues: [Key: [Waiter]] = [:]
+        var nextWaiterID: UInt64 = 0
+    }
+
+    private let state = Mutex(State())
+
+    public init() {}
+
+    /// Keys held or waited for now; zero when the table is idle.
+    public var trackedKeyCount: Int { self.state.withLock { $0.queues.count } }
+
+    /// Callers waiting for `key` now (not counting its holder).
+    public func waiterCount(_ key: Key) -> Int { self.state.withLock { $0.queues[key]?.count ?? 0 } }
+
+    /// Runs `body` while holding `key`.
+    ///
+    /// - Throws: `LockTimeout` if the key is not granted before `deadline`,
+    ///   `CancellationError` if the task is cancelled while waiting, or what
+    ///   `body` throws (the key is released either way).
+    public func withLock<Result>(
+        _ key: Key, deadline: ContinuousClock.Instant, _ body: () async throws -> Result
+    ) async throws -> Result {
+        try await self.acquire(key, deadline: deadline)
+        defer { self.release(key) }
+        return try await body()
+    }
+
+    /// Runs `body` while holding every key of `keys`, taken in the order given.
+    public func withLocks<Result>(
+        _ keys: [Key], deadline: ContinuousClock.Instant, _ body: () async throws -> Result
+    ) async throws -> Result {
+        guard let first = keys.first else { return try await body() }
+        return try await self.withLock(first, deadline: deadline) {
+            try await self.withLocks(Array(keys.dropFirst()), deadline: deadline, body)
+        }
+    }
+
+    private func acquire(_ key: Key, deadline: ContinuousClock.Instant) async throws {
+        let waiterID: UInt64? = self.state.withLock { state in
+            if state.queues[key] == nil {
+                state.queues[key] = []
+                return nil
+            }
+            state.nextWaiterID &+= 1
+            return state.nextWaiterID
+        }
+        guard let waiterID else { return }  // granted at once
+
+        try await withTaskCancellationHandler {
+            try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
+                let timer = Task { [weak self] in
+                    try? await Task.sleep(until: deadline, clock: .continuous)
+                    guard !Task.isCancelled else { return }
+                    self?.abandon(key, waiterID, error: LockTimeout())
+                }
+                self.state.withLock { state in
+                    state.queues[key, default: []].append(
+                        Waiter(id: waiterID, continuation: continuation, timer: timer))
+                }
+                // Cancellation that came before the waiter was queued found nothing to remove.
+                if Task.isCancelled { self.abandon(key, waiterID, error: CancellationError()) }
+            }
+        } onCancel: {
+            self.abandon(key, waiterID, error: CancellationError())
+        }
+    }
+
+    /// Removes a waiter that gives up; a waiter already granted the key is left alone.
+    private func abandon(_ key: Key, _ waiterID: UInt64, error: any Error) {
+        let waiter: Waiter? = self.state.withLock { state in
+            guard let index = state.queues[key]?.firstIndex(where: { $0.id == waiterID }) else { return nil }
+            return state.queues[key]!.remove(at: index)
+        }
+        waiter?.timer?.cancel()
+        waiter?.continuation.resume(throwing: error)
+    }
+
+    private func release(_ key: Key) {
+        let next: Waiter? = self.state.withLock { state in
+            guard var queue = state.queues[key] else {
+                preconditionFailure("released a key that is not held")
+            }
+            if queue.isEmpty {
+                state.queues[key] = nil
+                return nil
+            }
+            let next = queue.removeFirst()
+            state.queues[key] = queue
+            return next
+        }
+        next?.timer?.cancel()
+        next?.continuation.resume()
+    }
+}
+
+/// A key of the lock table was not granted before the caller's deadline.
+public struct LockTimeout: Error, Equatable, Sendable {
+    public init() {}
+}

@@ -1,0 +1,128 @@
+import Logging
+import PaymentsWire
+
+/// Turns one request into one response: authorisation, envelope checks,
+/// method lookup, deadline, and the one place where errors become `Status`.
+public final class Dispatcher: Sendable {
+    public struct Configuration: Sendable {
+        /// Deadline of a call that sets `timeout_ms = 0`.
+        public var defaultTimeout: Duration = .seconds(30)
+        /// The longest deadline a caller may ask for.
+        public var maximumTimeout: Duration = .seconds(300)
+        /// Tests only: every call waits this long before its handler runs (PAYMENTSD_TEST_DELAY_MS).
+        public var testDelay: Duration? = nil
+
+        public init() {}
+    }
+
+    private let table: MethodTable
+    private let policy: CallerPolicy
+    private let metrics: RequestMetrics
+    private let configuration: Configuration
+    private let logger: Logger
+
+    public init(
+        table: MethodTable, policy: CallerPolicy, metrics: RequestMetrics, configuration: Configuration = .init(),
+        logger: Logger
+    ) {
+        self.table = table
+        self.policy = policy
+        self.metrics = metrics
+        self.configuration = configuration
+        self.logger = logger
+    }
+
+    /// Answers `request`; never throws, whatever the request holds.
+    public func dispatch(_ request: RequestEnvelope, peer: PeerCredentials) async -> ResponseEnvelope {
+        let start = ContinuousClock.now
+        let method = MethodName(fullName: request.method)
+        var logger = self.logger
+        logger[metadataKey: "request_id"] = "\(request.requestID)"
+        logger[metadataKey: "method"] = "\(method?.rawValue ?? "unknown")"
+
+        let response: ResponseEnvelope
+        do {
+            let payload = try await self.call(request, method: method, peer: peer, start: start, logger: logger)
+            response = ResponseEnvelope(requestID: request.requestID, status: .ok, payload: payload)
+        } catch {
+            response = ResponseEnvelope(requestID: request.requestID, status: Self.status(for: error, logger: logger))
+        }
+        let elapsed = ContinuousClock.now - start
+        self.metrics.record(method: method?.rawValue ?? "unknown", code: response.status.code, duration: elapsed)
+        logger.debug(
+            "call answered",
+            metadata: ["code": "\(response.status.code)", "reason": "\(response.status.reason)", "peer": "\(peer)"])
+        return response
+    }
+
+    private func call(
+        _ request: RequestEnvelope, method: MethodName?, peer: PeerCredentials, start: ContinuousClock.Instant,
+        logger: Logger
+    ) async throws -> [UInt8] {
+        guard self.policy.permits(peer, method: nil) else { throw RPCError.callerNotAllowed }
+        guard let method else {
+            throw RPCError(
+                .unimplemented, "unknown_method",
+                "no method named \"\(request.method.prefix(200))\" in service payments.v1.Payments")
+        }
+        guard self.policy.permits(peer, method: method) else { throw RPCError.callerNotAllowed }
+        try Self.validateIdempotencyKey(request.idempotencyKey)
+        guard let handler = self.table.handler(for: method) else {
+            throw RPCError(.unimplemented, "not_implemented", "\(method.rawValue) is not served by this version")
+        }
+        let timeout =
+            request.timeoutMS == 0
+            ? self.configuration.defaultTimeout
+            : min(.milliseconds(Int64(request.timeoutMS)), self.configuration.maximumTimeout)
+        let deadline = start + timeout
+        let context = CallContext(
+            method: method, requestID: request.requestID, peer: peer, deadline: deadline,
+            idempotencyKey: request.idempotencyKey.isEmpty ? nil : request.idempotencyKey,
+            headers: request.headers, logger: logger)
+        let testDelay = self.configuration.testDelay
+        return try await withDeadline(deadline) {
+            if let testDelay { try await Task.sleep(for: testDelay) }
+            return try await handler(request.payload, context)
+        }
+    }
+
+    /// An idempotency key is 1-255 printable ASCII characters (protocol.md section 5); empty means none.
+    static func validateIdempotencyKey(_ key: String) throws {
+        guard !key.isEmpty else { return }
+        let bytes = Array(key.utf8)
+        guard bytes.count <= 255, bytes.allSatisfy({ (0x20...0x7E).contains($0) }) else {
+            throw RPCError.invalidField("idempotency_key", "idempotency_key must be 1-255 printable ASCII characters")
+        }
+    }
+
+    /// The error boundary: protocol errors and domain errors keep their status;
+    /// anything else is a bug, logged here and answered with a generic INTERNAL.
+    static func status(for error: any Error, logger: Logger) -> Status {
+        switch error {
+        case let error as RPCError:
+            return error.status
+        case let error as any RPCErrorConvertible:
+            return error.rpcError.status
+        case is CancellationError:
+            return Status(code: .cancelled, reason: "cancelled", message: "the call was cancelled")
+        default:
+            logger.error("unexpected error", metadata: ["error": "\(String(reflecting: error))"])
+            return Status(code: .internal, reason: "internal", message: "internal error; the daemon's log has details")
+        }
+    }
+}
+
+/// Runs `body`, cancelling it and throwing `deadline_exceeded` when `deadline` passes first.
+func withDeadline<Result: Sendable>(
+    _ deadline: ContinuousClock.Instant, _ body: @escaping @Sendable () async throws -> Result
+) async throws -> Result {
+    try await withThrowingTaskGroup(of: Result.self) { group in
+        group.addTask { try await body() }
+        group.addTask {
+            try await Task.sleep(until: deadline, clock: .continuous)
+            throw RPCError.deadlineExceeded
+        }
+        defer { group.cancelAll() }
+        return try await group.next()!
+    }
+}

@@ -1,0 +1,88 @@
+import PaymentsWire
+import Synchronization
+
+/// Request counts and latencies by method and code, and connection counts,
+/// rendered in Prometheus' text exposition format (version 0.0.4).
+public final class RequestMetrics: Sendable {
+    /// Upper bounds of the latency buckets, in seconds.
+    static let bucketBounds: [Double] = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30]
+
+    private struct Histogram {
+        var buckets = [UInt64](repeating: 0, count: RequestMetrics.bucketBounds.count)
+        var sum: Double = 0
+        var count: UInt64 = 0
+    }
+
+    private struct State {
+        var requests: [String: [StatusCode: UInt64]] = [:]
+        var latencies: [String: Histogram] = [:]
+        var frameErrors: [String: UInt64] = [:]
+        var connectionsOpen = 0
+        var connectionsTotal: UInt64 = 0
+    }
+
+    private let state = Mutex(State())
+
+    public init() {}
+
+    /// Counts one answered call. `method` is the short name, or "unknown" for
+    /// names outside the service (so junk from a caller cannot grow the series).
+    public func record(method: String, code: StatusCode, duration: Duration) {
+        let seconds = Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18
+        self.state.withLock { state in
+            state.requests[method, default: [:]][code, default: 0] += 1
+            var histogram = state.latencies[method] ?? Histogram()
+            if let bucket = Self.bucketBounds.firstIndex(where: { seconds <= $0 }) { histogram.buckets[bucket] += 1 }
+            histogram.sum += seconds
+            histogram.count += 1
+            state.latencies[method] = histogram
+        }
+    }
+
+    func frameError(reason: String) { self.state.withLock { $0.frameErrors[reason, default: 0] += 1 } }
+    func connectionOpened() { self.state.withLock { $0.connectionsOpen += 1; $0.connectionsTotal += 1 } }
+    func connectionClosed() { self.state.withLock { $0.connectionsOpen -= 1 } }
+
+    /// The count of calls of `method` answered with `code` so far.
+    public func count(method: String, code: StatusCode) -> UInt64 {
+        self.state.withLock { $0.requests[method]?[code] ?? 0 }
+    }
+
+    /// Prometheus text exposition of everything recorded.
+    public func exposition() -> String {
+        let state = self.state.withLock { $0 }
+        var out = ""
+        out += "# HELP paymentsd_requests_total Calls answered, by method and status code.\n"
+        out += "# TYPE paymentsd_requests_total counter\n"
+        for method in state.requests.keys.sorted() {
+            for (code, count) in state.requests[method]!.sorted(by: { $0.key.rawValue < $1.key.rawValue }) {
+                out += "paymentsd_requests_total{method=\"\(method)\",code=\"\(code)\"} \(count)\n"
+            }
+        }
+        out += "# HELP paymentsd_request_duration_seconds Time from a request's decoding to its answer.\n"
+        out += "# TYPE paymentsd_request_duration_seconds histogram\n"
+        for method in state.latencies.keys.sorted() {
+            let histogram = state.latencies[method]!
+            var cumulative: UInt64 = 0
+            for (index, bound) in Self.bucketBounds.enumerated() {
+                cumulative += histogram.buckets[index]
+                out += "paymentsd_request_duration_seconds_bucket{method=\"\(method)\",le=\"\(bound)\"} \(cumulative)\n"
+            }
+            out += "paymentsd_request_duration_seconds_bucket{method=\"\(method)\",le=\"+Inf\"} \(histogram.count)\n"
+            out += "paymentsd_request_duration_seconds_sum{method=\"\(method)\"} \(histogram.sum)\n"
+            out += "paymentsd_request_duration_seconds_count{method=\"\(method)\"} \(histogram.count)\n"
+        }
+        out += "# HELP paymentsd_frame_errors_total Connections closed for a bad frame, by reason.\n"
+        out += "# TYPE paymentsd_frame_errors_total counter\n"
+        for (reason, count) in state.frameErrors.sorted(by: { $0.key < $1.key }) {
+            out += "paymentsd_frame_errors_total{reason=\"\(reason)\"} \(count)\n"
+        }
+        out += "# HELP paymentsd_connections_open Client connections open now.\n"
+        out += "# TYPE paymentsd_connections_open gauge\n"
+        out += "paymentsd_connections_open \(state.connectionsOpen)\n"
+        out += "# HELP paymentsd_connections_total Client connections accepted.\n"
+        out += "# TYPE paymentsd_connections_total counter\n"
+        out += "paymentsd_connections_total \(state.connectionsTotal)\n"
+        return out
+    }
+}

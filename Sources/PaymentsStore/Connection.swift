@@ -1,0 +1,91 @@
+import CSQLite
+
+/// One SQLite connection, closed when released.
+///
+/// Not Sendable: SQLite connections are used from one thread at a time, and
+/// `Store` confines each to its own serial queue.
+public final class Connection {
+    let handle: OpaquePointer
+    private var statements: [String: Statement] = [:]
+
+    /// Opens (creating if needed) the database at `path`.
+    public init(path: String, readOnly: Bool = false) throws {
+        var handle: OpaquePointer?
+        let flags =
+            (readOnly ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE) | SQLITE_OPEN_NOMUTEX
+        let code = sqlite3_open_v2(path, &handle, flags, nil)
+        guard code == SQLITE_OK, let handle else {
+            let message = handle.map { String(cString: sqlite3_errmsg($0)) } ?? "out of memory"
+            sqlite3_close_v2(handle)
+            throw SQLiteError(code: ResultCode(rawValue: code), message: message)
+        }
+        self.handle = handle
+        sqlite3_extended_result_codes(handle, 1)
+    }
+
+    deinit {
+        self.statements.removeAll()
+        sqlite3_close_v2(self.handle)
+    }
+
+    /// Runs one or more statements without parameters (schema, pragmas).
+    public func executeScript(_ sql: String) throws {
+        let code = sqlite3_exec(self.handle, sql, nil, nil, nil)
+        guard code == SQLITE_OK else { throw self.error(code, sql: sql) }
+    }
+
+    /// Runs one statement and returns its rows. Statements are prepared once per connection and cached.
+    @discardableResult
+    public func query(_ sql: String, _ arguments: any SQLValueConvertible...) throws -> [Row] {
+        try self.query(sql, arguments: arguments)
+    }
+
+    public func query(_ sql: String, arguments: [any SQLValueConvertible]) throws -> [Row] {
+        let statement = try self.statement(sql)
+        try statement.bind(arguments)
+        return try statement.rows()
+    }
+
+    /// Runs one statement and returns its first row, if any.
+    public func queryFirst(_ sql: String, _ arguments: any SQLValueConvertible...) throws -> Row? {
+        try self.query(sql, arguments: arguments).first
+    }
+
+    /// Rows changed by the last INSERT, UPDATE or DELETE.
+    public var changes: Int { Int(sqlite3_changes(self.handle)) }
+
+    public var isInTransaction: Bool { sqlite3_get_autocommit(self.handle) == 0 }
+
+    /// Runs `body` in a transaction: committed when it returns, rolled back when it throws.
+    ///
+    /// `immediate` takes the write lock at BEGIN, so a writer never fails
+    /// half-way with SQLITE_BUSY on upgrading a read to a write.
+    public func transaction<Result>(immediate: Bool, _ body: () throws -> Result) throws -> Result {
+        try self.executeScript(immediate ? "BEGIN IMMEDIATE" : "BEGIN DEFERRED")
+        do {
+            let result = try body()
+            try self.executeScript("COMMIT")
+            return result
+        } catch {
+            if self.isInTransaction { try? self.executeScript("ROLLBACK") }
+            throw error
+        }
+    }
+
+    private func statement(_ sql: String) throws -> Statement {
+        if let cached = self.statements[sql] { return cached }
+        let statement = try Statement(connection: self, sql: sql)
+        self.statements[sql] = statement
+        return statement
+    }
+
+    func error(_ code: Int32, sql: String?) -> SQLiteError {
+        // With extended codes on, sqlite3_errcode already returns the extended code.
+        SQLiteError(
+            code: ResultCode(rawValue: code == SQLITE_ERROR ? sqlite3_extended_errcode(self.handle) : code),
+            message: String(cString: sqlite3_errmsg(self.handle)), sql: sql)
+    }
+}
+
+@available(*, unavailable)
+extension Connection: Sendable {}

@@ -1,0 +1,40 @@
+"""``python3 -m fakestripe --port PORT``: run the fake until interrupted or terminated.
+
+Once listening it prints one line, ``fakestripe listening on
+http://HOST:PORT``, so that a harness started with ``--port 0`` can read
+the port it got.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import threading
+
+from .app import DEFAULT_API_KEY, DEFAULT_WEBHOOK_SECRET
+from .server import FakeStripe
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python3 -m fakestripe", description=__doc__.splitlines()[0])
+    parser.add_argument("--port", type=int, required=True, help="port to listen on; 0 picks a free one")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--api-key", default=DEFAULT_API_KEY, help="the only secret key accepted")
+    parser.add_argument("--webhook-secret", default=DEFAULT_WEBHOOK_SECRET,
+                        help="signs the deliveries of GET /_fake/events/{id}/delivery")
+    parser.add_argument("--quiet", action="store_true", help="do not log each request to stderr")
+    args = parser.parse_args(argv)
+
+    stopped = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopped.set())
+    signal.signal(signal.SIGINT, lambda *_: stopped.set())
+    fake = FakeStripe(args.host, args.port, args.api_key, args.webhook_secret, quiet=args.quiet).start()
+    print(f"fakestripe listening on {fake.url}", flush=True)
+    try:
+        stopped.wait()
+    finally:
+        fake.stop()
+
+
+if __name__ == "__main__":
+    main()
