@@ -12,6 +12,8 @@ APT_PACKAGES := libprotobuf-c-dev protobuf-c-compiler libcurl4-openssl-dev libsq
 PROTO := proto/payments/v1/payments.proto
 PROTO_C_DIR := Sources/PaymentsProtoC
 RUN_DIR := var
+# apt-get needs root; a developer who is not root gets sudo.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 FAKE_PORT ?= 12111
 
 .PHONY: deps build test test-swift test-python check-proto check-systemd proto run install bench clean
@@ -21,9 +23,12 @@ deps:
 	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:" $$missing; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	  $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
 	else echo "Debian packages: all present"; fi
-	$(PYTHON) -m pip install -q -r requirements-dev.txt
+	@$(PYTHON) -m pip --version >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq python3-pip; }
+	@# Debian's own python3 refuses pip installs (PEP 668) unless told; other pythons install as usual.
+	$(PYTHON) -m pip install -q -r requirements-dev.txt 2>/dev/null \
+	  || $(PYTHON) -m pip install -q --break-system-packages -r requirements-dev.txt
 
 ## build: debug build of the daemon, the CLI and the tests
 build:
@@ -48,7 +53,7 @@ check-systemd: build
 	scripts/verify-systemd.sh $(CURDIR)/.build/debug/paymentsd
 
 ## test: every Swift test, then every Python test (fake Stripe and the real daemon over its socket)
-test: check-proto build check-systemd test-swift test-python
+test: deps check-proto build check-systemd test-swift test-python
 
 test-swift:
 	$(SWIFT) test --skip-build
@@ -57,7 +62,7 @@ test-python:
 	$(PYTHON) -m pytest -q -p no:cacheprovider tests
 
 ## run: build, then start the fake Stripe and the daemon on ./var/ (Ctrl-C stops both)
-run:
+run: deps
 	$(SWIFT) build --product paymentsd
 	$(SWIFT) build --product paymentsctl
 	mkdir -p $(RUN_DIR)
@@ -67,8 +72,7 @@ run:
 	trap 'kill $$fake 2>/dev/null' EXIT INT TERM; \
 	PAYMENTSD_SOCKET=$(RUN_DIR)/paymentsd.sock PAYMENTSD_DB=$(RUN_DIR)/payments.db \
 	STRIPE_API_BASE=http://127.0.0.1:$(FAKE_PORT) STRIPE_SECRET_KEY=sk_test_local \
-	STRIPE_WEBHOOK_SECRETS=whsec_local PAYMENTSD_ALLOW_GIDS=$$(id -g) \
-	.build/debug/paymentsd
+	STRIPE_WEBHOOK_SECRETS=whsec_local .build/debug/paymentsd
 
 ## install: release binaries, systemd units, sysusers and tmpfiles snippets
 install:

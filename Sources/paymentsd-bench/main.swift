@@ -113,11 +113,13 @@ try await InProcessServer.with(table: table, metrics: metrics) { socket, _ in
         let raw = await measure(.rawEcho, socket: echoPath, connections: connections, depth: depth)
         let health = await measure(.health, socket: socket, connections: connections, depth: depth)
         let label = depth > 1 ? "(per batch of \(depth))" : ""
+        let padded = name.padding(toLength: 27, withPad: " ", startingAt: 0)
         print(
-            String(
-                format: "%-27@ | %13.0f | %11.0f | %5.2f | %6.0f / %6.0f | %6.0f / %6.0f %@", name as NSString,
-                raw.perSecond, health.perSecond, health.perSecond / raw.perSecond, raw.percentile(0.5),
-                raw.percentile(0.99), health.percentile(0.5), health.percentile(0.99), label as NSString))
+            padded
+                + String(
+                    format: " | %13.0f | %11.0f | %5.2f | %6.0f / %6.0f | %6.0f / %6.0f ", raw.perSecond,
+                    health.perSecond, health.perSecond / raw.perSecond, raw.percentile(0.5), raw.percentile(0.99),
+                    health.percentile(0.5), health.percentile(0.99)) + label)
     }
 }
 try await echo.close()
