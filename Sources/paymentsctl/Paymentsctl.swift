@@ -7,8 +7,33 @@ struct Paymentsctl: ParsableCommand {
         commandName: "paymentsctl",
         abstract: "Call paymentsd over its Unix socket.",
         discussion: """
-            Exit status is 0 only when the call returned OK; 1 when the daemon answered \
+            Options common to every call (--socket, --json, --timeout-ms) may stand before or after \
+            the subcommand. Exit status is 0 only when the call returned OK; 1 when the daemon answered \
             with an error (its code and reason are printed); 69 when the daemon could not be reached.
             """,
         subcommands: [HealthCommand.self, MetricsCommand.self])
+
+    /// Options shared by every subcommand, with whether each takes a value.
+    static let sharedOptions: [String: Bool] = ["--socket": true, "--json": false, "--timeout-ms": true]
+
+    static func main() {
+        Self.main(Self.movingSharedOptionsAfterSubcommand(Array(CommandLine.arguments.dropFirst())))
+    }
+
+    /// `paymentsctl --socket S health` becomes `paymentsctl health --socket S`, which the parser understands.
+    static func movingSharedOptionsAfterSubcommand(_ arguments: [String]) -> [String] {
+        var leading: [String] = []
+        var rest = arguments[...]
+        while let first = rest.first, let option = first.split(separator: "=", maxSplits: 1).first,
+            let takesValue = Self.sharedOptions[String(option)]
+        {
+            leading.append(rest.removeFirst())
+            if takesValue, !first.contains("="), let value = rest.first {
+                leading.append(value)
+                rest.removeFirst()
+            }
+        }
+        guard let subcommand = rest.first else { return arguments }
+        return [subcommand] + leading + rest.dropFirst()
+    }
 }
