@@ -23,6 +23,8 @@ let package = Package(
             name: "CProtobufC", pkgConfig: "libprotobuf-c", providers: [.apt(["libprotobuf-c-dev"])]),
         .systemLibrary(name: "CSQLite", pkgConfig: "sqlite3", providers: [.apt(["libsqlite3-dev"])]),
         .systemLibrary(name: "CCurl", pkgConfig: "libcurl", providers: [.apt(["libcurl4-openssl-dev"])]),
+        // Debian's OpenSSL libcrypto: SHA-256 and HMAC without building a crypto library of our own.
+        .systemLibrary(name: "CCrypto", pkgConfig: "libcrypto", providers: [.apt(["libssl-dev"])]),
         // Header-only glue for glibc declarations Swift cannot import (struct ucred, stdio globals).
         .systemLibrary(name: "CSystemShims"),
         // protoc-c output for proto/payments/v1/payments.proto (`make proto` regenerates it).
@@ -45,20 +47,27 @@ let package = Package(
         .target(
             name: "PaymentsStore",
             dependencies: ["CSQLite", .product(name: "Logging", package: "swift-log")]),
-        // Concurrency control of commands: the keyed lock table.
-        .target(name: "PaymentsEngine"),
+        // Stripe's REST API over libcurl: form encoding, idempotency keys, retries, circuit breaker.
+        .target(name: "StripeClient", dependencies: ["CCurl"]),
+        // The commands: keyed lock table, operations with recovery points, checkout, stock, audit.
+        .target(
+            name: "PaymentsEngine",
+            dependencies: [
+                "PaymentsStore", "PaymentsWire", "StripeClient", .product(name: "Logging", package: "swift-log"),
+            ]),
         // The methods of payments.v1.Payments, from wire messages to store and engine.
         .target(
             name: "PaymentsService",
             dependencies: [
-                "PaymentsWire", "PaymentsRPC", "PaymentsStore", "PaymentsEngine",
+                "PaymentsWire", "PaymentsRPC", "PaymentsStore", "PaymentsEngine", "CCrypto",
                 .product(name: "Logging", package: "swift-log"),
             ]),
         // Daemon wiring: configuration, logging, systemd integration, services.
         .target(
             name: "PaymentsDaemon",
             dependencies: [
-                "PaymentsService", "PaymentsRPC", "PaymentsStore", "PaymentsWire", "CSystemShims",
+                "PaymentsService", "PaymentsRPC", "PaymentsStore", "PaymentsWire", "PaymentsEngine", "StripeClient",
+                "CSystemShims",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -77,6 +86,7 @@ let package = Package(
             name: "paymentsd-bench",
             dependencies: [
                 "PaymentsClient", "PaymentsWire", "PaymentsRPC", "PaymentsService", "PaymentsStore", "PaymentsTesting",
+                "PaymentsEngine", "StripeClient",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -91,7 +101,9 @@ let package = Package(
             ]),
 
         .testTarget(name: "PaymentsWireTests", dependencies: ["PaymentsWire"]),
-        .testTarget(name: "PaymentsEngineTests", dependencies: ["PaymentsEngine", "PaymentsTesting"]),
+        .testTarget(
+            name: "PaymentsEngineTests", dependencies: ["PaymentsEngine", "PaymentsTesting", "PaymentsStore", "PaymentsWire"]),
+        .testTarget(name: "StripeClientTests", dependencies: ["StripeClient"]),
         .testTarget(name: "PaymentsStoreTests", dependencies: ["PaymentsStore", "PaymentsTesting"]),
         .testTarget(
             name: "PaymentsRPCTests",

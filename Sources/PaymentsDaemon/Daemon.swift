@@ -1,11 +1,13 @@
 import Logging
 import NIOCore
 import NIOPosix
+import PaymentsEngine
 import PaymentsRPC
 import PaymentsService
 import PaymentsStore
 import PaymentsWire
 import ServiceLifecycle
+import StripeClient
 
 #if canImport(Glibc)
 import Glibc
@@ -76,7 +78,14 @@ public enum Daemon {
         }
 
         let metrics = RequestMetrics()
-        let methods = PaymentsMethods(store: store, metrics: metrics)
+        let stripe = StripeClient(
+            configuration: .init(baseURL: configuration.stripeAPIBase, secretKey: configuration.stripeSecretKey.value))
+        let locks = KeyedLockTable<String>()
+        var checkoutConfiguration = CheckoutEngine.Configuration()
+        checkoutConfiguration.checkoutTTL = Int64(configuration.checkoutTTL)
+        let checkout = CheckoutEngine(
+            store: store, stripe: stripe, locks: locks, configuration: checkoutConfiguration, logger: logger)
+        let methods = PaymentsMethods(store: store, metrics: metrics, checkout: checkout, locks: locks)
         var dispatcherConfiguration = Dispatcher.Configuration()
         dispatcherConfiguration.testDelay = configuration.testDelayMS.map { .milliseconds($0) }
         let dispatcher = Dispatcher(
@@ -99,6 +108,9 @@ public enum Daemon {
         var groupConfiguration = ServiceGroupConfiguration(
             services: [
                 .init(service: server),
+                .init(
+                    service: ResumeService(checkout: checkout, interval: .seconds(configuration.janitorInterval)),
+                    successTerminationBehavior: .ignore),
                 .init(service: systemd, successTerminationBehavior: .ignore),
             ],
             gracefulShutdownSignals: [.sigterm, .sigint],

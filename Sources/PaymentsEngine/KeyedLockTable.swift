@@ -79,12 +79,27 @@ public final class KeyedLockTable<Key: Hashable & Sendable>: Sendable {
                     guard !Task.isCancelled else { return }
                     self?.abandon(key, waiterID, error: LockTimeout())
                 }
-                self.state.withLock { state in
-                    state.queues[key, default: []].append(
-                        Waiter(id: waiterID, continuation: continuation, timer: timer))
+                // Decide again under the lock: the holder may have released since the check above,
+                // and a waiter queued behind nobody would never be woken.
+                let grantedNow: Bool = self.state.withLock { state in
+                    if state.queues[key] == nil {
+                        state.queues[key] = []
+                        return true
+                    }
+                    state.queues[key]!.append(Waiter(id: waiterID, continuation: continuation, timer: timer))
+                    return false
                 }
-                // Cancellation that came before the waiter was queued found nothing to remove.
-                if Task.isCancelled { self.abandon(key, waiterID, error: CancellationError()) }
+                if grantedNow {
+                    timer.cancel()
+                    continuation.resume()
+                    return
+                }
+                // A cancellation or a deadline that came before the waiter was queued found nothing to remove.
+                if Task.isCancelled {
+                    self.abandon(key, waiterID, error: CancellationError())
+                } else if ContinuousClock.now >= deadline {
+                    self.abandon(key, waiterID, error: LockTimeout())
+                }
             }
         } onCancel: {
             self.abandon(key, waiterID, error: CancellationError())

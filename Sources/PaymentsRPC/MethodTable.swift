@@ -27,5 +27,11 @@ public struct MethodTable: Sendable {
         }
     }
 
+    /// Registers a handler that decodes its payload itself (it needs the bytes as sent).
+    public mutating func register(_ method: MethodName, _ handler: @escaping Handler) {
+        precondition(self.handlers[method] == nil, "\(method) registered twice")
+        self.handlers[method] = handler
+    }
+
     public func handler(for method: MethodName) -> Handler? { self.handlers[method] }
 }

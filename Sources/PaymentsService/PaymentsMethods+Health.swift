@@ -1,3 +1,4 @@
+import PaymentsEngine
 import PaymentsRPC
 import PaymentsWire
 
@@ -5,7 +6,7 @@ extension PaymentsMethods {
     /// `Health`: answers from the store, so a daemon whose database is gone is not reported healthy.
     func health(_ request: HealthRequest, _ context: CallContext) async throws -> HealthReply {
         let pending = try await self.store.read { connection in
-            try connection.queryFirst("SELECT count(*) FROM operations WHERE finished_at IS NULL")!.int64(0)
+            try OperationLog.pendingCount(connection)
         }
         return HealthReply(
             status: .serving, version: PaymentsVersion.current,

@@ -1,19 +1,33 @@
+import PaymentsEngine
 import PaymentsRPC
 import PaymentsStore
 import PaymentsWire
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// The methods of `payments.v1.Payments` this build serves, over the store
 /// and the engine. Handlers translate wire messages to domain calls and back;
-/// errors cross to the RPC layer as `RPCError` or `RPCErrorConvertible`.
+/// refusals cross to the RPC layer as `PaymentsError` (see PaymentsError+RPC).
 public struct PaymentsMethods: Sendable {
     let store: Store
     let metrics: RequestMetrics
+    let checkout: CheckoutEngine
+    let idempotency: RequestIdempotency
     let startedAt: ContinuousClock.Instant
+    let now: @Sendable () -> Int64
 
-    public init(store: Store, metrics: RequestMetrics, startedAt: ContinuousClock.Instant = .now) {
+    public init(
+        store: Store, metrics: RequestMetrics, checkout: CheckoutEngine, locks: KeyedLockTable<String>,
+        startedAt: ContinuousClock.Instant = .now, now: @escaping @Sendable () -> Int64 = { Int64(time(nil)) }
+    ) {
         self.store = store
         self.metrics = metrics
+        self.checkout = checkout
+        self.idempotency = RequestIdempotency(store: store, locks: locks, now: now)
         self.startedAt = startedAt
+        self.now = now
     }
 
     /// The method table for the dispatcher.
@@ -21,6 +35,13 @@ public struct PaymentsMethods: Sendable {
         var table = MethodTable()
         table.register(.health, HealthRequest.self) { request, context in try await self.health(request, context) }
         table.register(.metrics, MetricsRequest.self) { request, context in try await self.metrics(request, context) }
+        table.register(.createCheckout) { payload, context in try await self.createCheckout(payload, context) }
+        table.register(.getPayment, PaymentRef.self) { request, context in try await self.getPayment(request) }
+        table.register(.listPayments, PaymentRef.self) { request, context in try await self.listPayments(request) }
+        table.register(.listEvents, PaymentRef.self) { request, context in try await self.listEvents(request) }
+        table.register(.setStock) { payload, context in try await self.setStock(payload, context) }
+        table.register(.adjustStock) { payload, context in try await self.adjustStock(payload, context) }
+        table.register(.getStock, StockRef.self) { request, context in try await self.getStock(request) }
         return table
     }
 }

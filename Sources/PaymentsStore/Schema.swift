@@ -22,6 +22,114 @@ public enum Schema {
                     finished_at INTEGER
                 ) STRICT;
                 CREATE INDEX operations_unfinished ON operations(next_attempt_at) WHERE finished_at IS NULL;
-                """)
+                """),
+        Migration(
+            version: 2, name: "checkout",
+            sql: """
+                -- One row per checkout attempt of a deal. CREATED is an open checkout.
+                CREATE TABLE payments (
+                    payment_id TEXT PRIMARY KEY,
+                    deal_id TEXT NOT NULL,
+                    customer_ref TEXT NOT NULL,
+                    mode TEXT NOT NULL CHECK (mode IN ('PAYMENT', 'SUBSCRIPTION')),
+                    status TEXT NOT NULL CHECK (status IN
+                        ('CREATED', 'PAID', 'PARTIALLY_REFUNDED', 'REFUNDED', 'EXPIRED', 'CANCELED', 'FAILED')),
+                    currency TEXT NOT NULL,
+                    amount_total INTEGER NOT NULL CHECK (amount_total >= 0),
+                    amount_refunded INTEGER NOT NULL DEFAULT 0
+                        CHECK (amount_refunded >= 0 AND amount_refunded <= amount_total),
+                    success_url TEXT NOT NULL,
+                    cancel_url TEXT NOT NULL,
+                    -- mode, currency and items in canonical form: "the same checkout" for RETURN_EXISTING.
+                    fingerprint TEXT NOT NULL,
+                    expires_at INTEGER NOT NULL,
+                    checkout_session_id TEXT UNIQUE,
+                    checkout_url TEXT,
+                    payment_intent_id TEXT,
+                    subscription_id TEXT,
+                    failure_reason TEXT,
+                    created_at INTEGER NOT NULL,
+                    updated_at INTEGER NOT NULL
+                ) STRICT;
+                -- Guarantee 1, enforced by the database as well as by the per-deal lock.
+                CREATE UNIQUE INDEX payments_one_open_checkout_per_deal ON payments(deal_id) WHERE status = 'CREATED';
+                CREATE INDEX payments_by_deal ON payments(deal_id, created_at, payment_id);
+
+                -- The line items as bought: a product changed or deleted later changes nothing here.
+                CREATE TABLE payment_items (
+                    payment_id TEXT NOT NULL REFERENCES payments(payment_id),
+                    position INTEGER NOT NULL,
+                    sku TEXT NOT NULL,
+                    name TEXT NOT NULL,
+                    quantity INTEGER NOT NULL CHECK (quantity > 0),
+                    unit_amount INTEGER NOT NULL CHECK (unit_amount >= 0),
+                    price_id TEXT NOT NULL,
+                    PRIMARY KEY (payment_id, position)
+                ) STRICT;
+
+                CREATE TABLE payment_metadata (
+                    payment_id TEXT NOT NULL REFERENCES payments(payment_id),
+                    key TEXT NOT NULL,
+                    value TEXT NOT NULL,
+                    PRIMARY KEY (payment_id, key)
+                ) STRICT;
+
+                -- Tracked SKUs. available = on_hand - reserved never goes below zero.
+                CREATE TABLE stock (
+                    sku TEXT PRIMARY KEY,
+                    on_hand INTEGER NOT NULL CHECK (on_hand >= 0),
+                    reserved INTEGER NOT NULL DEFAULT 0 CHECK (reserved >= 0 AND reserved <= on_hand),
+                    updated_at INTEGER NOT NULL
+                ) STRICT;
+
+                -- Stock held for a payment: HELD while its checkout is open, then COMMITTED or RELEASED.
+                CREATE TABLE reservations (
+                    payment_id TEXT NOT NULL REFERENCES payments(payment_id),
+                    sku TEXT NOT NULL REFERENCES stock(sku),
+                    quantity INTEGER NOT NULL CHECK (quantity > 0),
+                    state TEXT NOT NULL CHECK (state IN ('HELD', 'COMMITTED', 'RELEASED')),
+                    PRIMARY KEY (payment_id, sku)
+                ) STRICT;
+
+                -- One order per paid payment.
+                CREATE TABLE orders (
+                    order_id TEXT PRIMARY KEY,
+                    payment_id TEXT NOT NULL UNIQUE REFERENCES payments(payment_id),
+                    deal_id TEXT NOT NULL,
+                    created_at INTEGER NOT NULL
+                ) STRICT;
+
+                -- Guarantee 12: one row per state change, written in the transaction of the change.
+                CREATE TABLE audit_events (
+                    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+                    at INTEGER NOT NULL,
+                    deal_id TEXT,
+                    payment_id TEXT,
+                    kind TEXT NOT NULL,
+                    from_status TEXT NOT NULL DEFAULT '',
+                    to_status TEXT NOT NULL DEFAULT '',
+                    detail TEXT NOT NULL DEFAULT ''
+                ) STRICT;
+                CREATE INDEX audit_events_by_deal ON audit_events(deal_id, seq);
+                CREATE TRIGGER audit_events_append_only_update BEFORE UPDATE ON audit_events
+                    BEGIN SELECT RAISE(ABORT, 'audit_events is append-only'); END;
+                CREATE TRIGGER audit_events_append_only_delete BEFORE DELETE ON audit_events
+                    BEGIN SELECT RAISE(ABORT, 'audit_events is append-only'); END;
+
+                -- Request idempotency (protocol.md section 5): per caller and key, the request's
+                -- hash and the final response, kept 24 hours.
+                CREATE TABLE idempotency_keys (
+                    caller_uid INTEGER NOT NULL,
+                    key TEXT NOT NULL,
+                    request_hash BLOB NOT NULL,
+                    response BLOB NOT NULL,
+                    created_at INTEGER NOT NULL,
+                    PRIMARY KEY (caller_uid, key)
+                ) STRICT;
+
+                ALTER TABLE operations ADD COLUMN payment_id TEXT;
+                -- What a step needs beyond the payment row (e.g. a session id to expire).
+                ALTER TABLE operations ADD COLUMN detail TEXT;
+                """),
     ]
 }

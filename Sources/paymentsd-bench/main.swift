@@ -4,11 +4,13 @@ import Logging
 import NIOCore
 import NIOPosix
 import PaymentsClient
+import PaymentsEngine
 import PaymentsRPC
 import PaymentsService
 import PaymentsStore
 import PaymentsTesting
 import PaymentsWire
+import StripeClient
 
 /// `make bench`: Health round trips against a raw Unix-socket echo of the
 /// same frame, measured in the same run, so the figures read as a ratio to
@@ -104,7 +106,12 @@ let echo = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleto
 
 let store = try Store(path: directory.file("bench.db"))
 let metrics = RequestMetrics()
-let table = PaymentsMethods(store: store, metrics: metrics).table()
+let locks = KeyedLockTable<String>()
+// Health never calls Stripe; the client only completes the wiring.
+let stripe = StripeClient(configuration: .init(baseURL: "http://127.0.0.1:9", secretKey: "sk_test_bench"))
+let checkout = CheckoutEngine(
+    store: store, stripe: stripe, locks: locks, configuration: .init(), logger: Logger(label: "bench"))
+let table = PaymentsMethods(store: store, metrics: metrics, checkout: checkout, locks: locks).table()
 let machine = "\(ProcessInfo.processInfo.activeProcessorCount) cores, \(ProcessInfo.processInfo.physicalMemory >> 30) GiB"
 print("paymentsd-bench: \(seconds) s per run, frame \(healthFrame.count) bytes, machine: \(machine)")
 print("scenario                    | raw echo rt/s | Health rt/s | ratio | raw p50/p99 us | Health p50/p99 us")

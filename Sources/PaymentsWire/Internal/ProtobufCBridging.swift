@@ -48,3 +48,22 @@ func repeated<Element, Result>(
     guard count > 0, let items else { return [] }
     return try (0..<count).compactMap { index in try items[index].map { try transform($0.pointee) } }
 }
+
+func repeatedStrings(_ count: Int, _ items: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?) -> [String] {
+    guard count > 0, let items else { return [] }
+    return (0..<count).map { swiftString(items[$0]) }
+}
+
+func cStringArray(_ strings: [String], in arena: CArena) -> UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>? {
+    let array = arena.allocate(UnsafeMutablePointer<CChar>?.self, count: strings.count)
+    for (index, string) in strings.enumerated() { array![index] = arena.cString(string) }
+    return array
+}
+
+func cMessageArray<Element, CMessage>(
+    _ elements: [Element], in arena: CArena, _ build: (Element, CArena) -> UnsafeMutablePointer<CMessage>
+) -> UnsafeMutablePointer<UnsafeMutablePointer<CMessage>?>? {
+    let array = arena.allocate(UnsafeMutablePointer<CMessage>?.self, count: elements.count)
+    for (index, element) in elements.enumerated() { array![index] = build(element, arena) }
+    return array
+}

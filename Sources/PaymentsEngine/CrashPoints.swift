@@ -7,15 +7,20 @@ import Glibc
 /// Named places between the steps of operations where a test may end the
 /// process at once (`PAYMENTSD_CRASH_AT=NAME`), as a power cut would.
 ///
-/// Inert unless armed. `paymentsd crash-points` lists `all`; operations add
-/// their names here as they are built.
+/// Inert unless armed. `paymentsd crash-points` lists `all`.
 public enum CrashPoints {
     /// Every crash point of this build, in the order an operation reaches them.
-    public static let all: [String] = []
+    public static let all: [String] = [
+        "create_checkout.payment_recorded",
+        "create_checkout.session_created",
+        "create_checkout.session_recorded",
+        "create_checkout.rejected_by_stripe",
+        "create_checkout.replaced_session_expired",
+    ]
 
     private static let armed = Mutex<String?>(nil)
 
-    static func arm(_ name: String?) {
+    public static func arm(_ name: String?) {
         Self.armed.withLock { $0 = name }
     }
 

@@ -1,0 +1,4 @@
+#pragma once
+#include <openssl/sha.h>
+#include <openssl/hmac.h>
+#include <openssl/crypto.h>

@@ -1,0 +1,29 @@
+import PaymentsStore
+
+/// Turns a paid checkout into an order: the one code path for every trigger.
+///
+/// In one transaction: the payment becomes PAID with its payment intent,
+/// its held stock is committed, and one order is created (UNIQUE per
+/// payment). Running it again for a paid payment changes nothing.
+enum Fulfilment {
+    /// Fulfils `payment` if it is still open; returns whether this call did.
+    @discardableResult
+    static func apply(_ db: Connection, _ payment: PaymentRecord, paymentIntentID: String?, source: String, now: Int64)
+        throws -> Bool
+    {
+        guard payment.status == .created else { return false }
+        try db.query(
+            "UPDATE payments SET payment_intent_id = coalesce(?, payment_intent_id) WHERE payment_id = ?",
+            paymentIntentID, payment.paymentID)
+        try PaymentRecord.transition(db, payment, to: .paid, kind: "payment.paid", detail: "source=\(source)", now: now)
+        try StockLedger.commit(db, paymentID: payment.paymentID, now: now)
+        let orderID = "ord_" + payment.paymentID.dropFirst("pay_".count)
+        try db.query(
+            "INSERT INTO orders (order_id, payment_id, deal_id, created_at) VALUES (?, ?, ?, ?)", orderID,
+            payment.paymentID, payment.dealID, now)
+        try AuditLog.append(
+            db, dealID: payment.dealID, paymentID: payment.paymentID, kind: "order.created", detail: "order_id=\(orderID)",
+            now: now)
+        return true
+    }
+}

@@ -1,0 +1,94 @@
+import PaymentsStore
+
+/// Operations in progress and their recovery points (behaviour.md, "How a command runs").
+///
+/// A row is written in the transaction that starts an operation, its
+/// recovery point advanced in the transaction of each later step, and
+/// `finished_at` set by the last. Whatever is unfinished is resumed at
+/// start-up and by the janitor, through the same step code.
+public enum OperationLog {
+    public enum Kind: String, Sendable {
+        /// Create the Stripe Checkout Session of a CREATED payment and record it.
+        case createSession = "create_session"
+        /// Expire a payment's session at Stripe, then release what it held.
+        case expireSession = "expire_session"
+    }
+
+    public struct Record: Sendable, Equatable {
+        public let id: String
+        public let kind: Kind
+        public let dealID: String
+        public let paymentID: String
+        public let recoveryPoint: String
+        public let attempts: Int
+        public let detail: String?
+    }
+
+    static func id(_ kind: Kind, paymentID: String) -> String { "\(kind.rawValue):\(paymentID)" }
+
+    /// Starts the operation unless it exists already (a retried command continues the same one).
+    static func start(
+        _ db: Connection, _ kind: Kind, dealID: String, paymentID: String, recoveryPoint: String, detail: String? = nil,
+        now: Int64
+    ) throws {
+        try db.query(
+            """
+            INSERT INTO operations (id, kind, deal_id, payment_id, recovery_point, detail, created_at, updated_at)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING
+            """, Self.id(kind, paymentID: paymentID), kind.rawValue, dealID, paymentID, recoveryPoint, detail, now, now)
+    }
+
+    static func advance(_ db: Connection, _ kind: Kind, paymentID: String, to recoveryPoint: String, detail: String?, now: Int64)
+        throws
+    {
+        try db.query(
+            "UPDATE operations SET recovery_point = ?, detail = ?, updated_at = ? WHERE id = ?", recoveryPoint, detail,
+            now, Self.id(kind, paymentID: paymentID))
+    }
+
+    static func finish(_ db: Connection, _ kind: Kind, paymentID: String, now: Int64) throws {
+        try db.query(
+            "UPDATE operations SET recovery_point = 'done', finished_at = ?, updated_at = ? WHERE id = ? AND finished_at IS NULL",
+            now, now, Self.id(kind, paymentID: paymentID))
+    }
+
+    /// Notes a failed attempt; the janitor waits longer after each (2, 4, 8 ... up to 300 s).
+    static func recordFailure(_ db: Connection, _ kind: Kind, paymentID: String, error: String, now: Int64) throws {
+        try db.query(
+            """
+            UPDATE operations SET attempts = attempts + 1, last_error = ?, updated_at = ?,
+                next_attempt_at = ? + min(300, 1 << min(attempts + 1, 9))
+            WHERE id = ? AND finished_at IS NULL
+            """, error, now, now, Self.id(kind, paymentID: paymentID))
+    }
+
+    static func find(_ db: Connection, _ kind: Kind, paymentID: String) throws -> Record? {
+        try Self.records(db, "id = ?", [Self.id(kind, paymentID: paymentID)]).first
+    }
+
+    /// Unfinished operations due now (`force`: all of them, as at start-up).
+    public static func unfinished(_ db: Connection, now: Int64, force: Bool) throws -> [Record] {
+        try Self.records(
+            db, "finished_at IS NULL" + (force ? "" : " AND coalesce(next_attempt_at, 0) <= ?"), force ? [] : [now])
+    }
+
+    public static func pendingCount(_ db: Connection) throws -> Int64 {
+        try db.queryFirst("SELECT count(*) FROM operations WHERE finished_at IS NULL")!.int64(0)
+    }
+
+    private static func records(_ db: Connection, _ condition: String, _ arguments: [any SQLValueConvertible]) throws
+        -> [Record]
+    {
+        try db.query(
+            """
+            SELECT id, kind, coalesce(deal_id, ''), coalesce(payment_id, ''), recovery_point, attempts, detail
+            FROM operations WHERE \(condition) ORDER BY created_at, id
+            """, arguments: arguments
+        ).compactMap { row in
+            guard let kind = Kind(rawValue: row.string(1)) else { return nil }
+            return Record(
+                id: row.string(0), kind: kind, dealID: row.string(2), paymentID: row.string(3),
+                recoveryPoint: row.string(4), attempts: row.int(5), detail: row.optionalString(6))
+        }
+    }
+}

@@ -1,0 +1,141 @@
+import PaymentsStore
+import PaymentsWire
+
+/// A payment as stored, with its line items.
+public struct PaymentRecord: Sendable, Equatable {
+    public var paymentID: String
+    public var dealID: String
+    public var customerRef: String
+    public var mode: Mode
+    public var status: PaymentStatus
+    public var currency: String
+    public var amountTotal: Int64
+    public var amountRefunded: Int64
+    public var successURL: String
+    public var cancelURL: String
+    public var fingerprint: String
+    public var expiresAt: Int64
+    public var checkoutSessionID: String?
+    public var checkoutURL: String?
+    public var paymentIntentID: String?
+    public var subscriptionID: String?
+    public var failureReason: String?
+    public var orderID: String?
+    public var createdAt: Int64
+    public var updatedAt: Int64
+    public var items: [LineItemRecord]
+    public var metadata: [Header]
+
+    static let columns = """
+        p.payment_id, p.deal_id, p.customer_ref, p.mode, p.status, p.currency, p.amount_total, p.amount_refunded,
+        p.success_url, p.cancel_url, p.fingerprint, p.expires_at, p.checkout_session_id, p.checkout_url,
+        p.payment_intent_id, p.subscription_id, p.failure_reason, o.order_id, p.created_at, p.updated_at
+        """
+
+    static func select(_ condition: String) -> String {
+        "SELECT \(Self.columns) FROM payments p LEFT JOIN orders o ON o.payment_id = p.payment_id WHERE \(condition)"
+    }
+
+    public static func load(_ db: Connection, paymentID: String) throws -> PaymentRecord? {
+        try db.query(Self.select("p.payment_id = ?"), arguments: [paymentID]).first.map { try Self.decode($0, db) }
+    }
+
+    /// The deal's latest payment.
+    public static func latest(_ db: Connection, dealID: String) throws -> PaymentRecord? {
+        try db.query(
+            Self.select("p.deal_id = ? ORDER BY p.created_at DESC, p.rowid DESC LIMIT 1"), arguments: [dealID]
+        ).first.map { try Self.decode($0, db) }
+    }
+
+    /// The deal's payments, oldest first.
+    public static func all(_ db: Connection, dealID: String) throws -> [PaymentRecord] {
+        try db.query(Self.select("p.deal_id = ? ORDER BY p.created_at, p.rowid"), arguments: [dealID]).map {
+            try Self.decode($0, db)
+        }
+    }
+
+    /// The deal's open checkout, if any (at most one: a UNIQUE index says so).
+    public static func open(_ db: Connection, dealID: String) throws -> PaymentRecord? {
+        try db.query(Self.select("p.deal_id = ? AND p.status = 'CREATED'"), arguments: [dealID]).first.map {
+            try Self.decode($0, db)
+        }
+    }
+
+    private static func decode(_ row: Row, _ db: Connection) throws -> PaymentRecord {
+        let paymentID = row.string(0)
+        let items = try db.query(
+            "SELECT sku, name, quantity, unit_amount, price_id FROM payment_items WHERE payment_id = ? ORDER BY position",
+            paymentID
+        ).map {
+            LineItemRecord(sku: $0.string(0), name: $0.string(1), quantity: $0.int64(2), unitAmount: $0.int64(3), priceID: $0.string(4))
+        }
+        let metadata = try db.query("SELECT key, value FROM payment_metadata WHERE payment_id = ? ORDER BY key", paymentID)
+            .map { Header($0.string(0), $0.string(1)) }
+        guard let mode = Mode(name: row.string(3)), let status = PaymentStatus(name: row.string(4)) else {
+            preconditionFailure("payment \(paymentID) holds a mode or status the schema's CHECK forbids")
+        }
+        return PaymentRecord(
+            paymentID: paymentID, dealID: row.string(1), customerRef: row.string(2), mode: mode, status: status,
+            currency: row.string(5), amountTotal: row.int64(6), amountRefunded: row.int64(7), successURL: row.string(8),
+            cancelURL: row.string(9), fingerprint: row.string(10), expiresAt: row.int64(11),
+            checkoutSessionID: row.optionalString(12), checkoutURL: row.optionalString(13),
+            paymentIntentID: row.optionalString(14), subscriptionID: row.optionalString(15),
+            failureReason: row.optionalString(16), orderID: row.optionalString(17), createdAt: row.int64(18),
+            updatedAt: row.int64(19), items: items, metadata: metadata)
+    }
+
+    /// Inserts a new CREATED payment with its items and metadata.
+    static func insert(_ db: Connection, paymentID: String, request: CheckoutRequest, expiresAt: Int64, now: Int64) throws {
+        try db.query(
+            """
+            INSERT INTO payments (payment_id, deal_id, customer_ref, mode, status, currency, amount_total, success_url,
+                cancel_url, fingerprint, expires_at, created_at, updated_at)
+            VALUES (?, ?, ?, ?, 'CREATED', ?, ?, ?, ?, ?, ?, ?, ?)
+            """,
+            arguments: [
+                paymentID, request.dealID, request.customerRef, request.mode.name, request.currency,
+                request.amountTotal, request.successURL, request.cancelURL, request.fingerprint, expiresAt, now, now,
+            ])
+        for (position, item) in request.items.enumerated() {
+            try db.query(
+                "INSERT INTO payment_items VALUES (?, ?, ?, ?, ?, ?, ?)", paymentID, position, item.sku, item.name,
+                item.quantity, item.unitAmount, item.priceID)
+        }
+        for entry in request.metadata {
+            try db.query("INSERT INTO payment_metadata VALUES (?, ?, ?)", paymentID, entry.key, entry.value)
+        }
+    }
+
+    /// Moves the payment from `from` to `to` and records it in the audit trail, in the caller's transaction.
+    static func transition(
+        _ db: Connection, _ payment: PaymentRecord, to: PaymentStatus, kind: String, detail: String = "",
+        failureReason: String? = nil, now: Int64
+    ) throws {
+        precondition(payment.status.canMove(to: to), "\(payment.status.name) -> \(to.name) is not a payment transition")
+        try db.query(
+            """
+            UPDATE payments SET status = ?, failure_reason = coalesce(?, failure_reason), updated_at = ?
+            WHERE payment_id = ? AND status = ?
+            """, to.name, failureReason, now, payment.paymentID, payment.status.name)
+        precondition(db.changes == 1, "payment \(payment.paymentID) changed under the deal lock")
+        try AuditLog.append(
+            db, dealID: payment.dealID, paymentID: payment.paymentID, kind: kind, from: payment.status.name,
+            to: to.name, detail: detail, now: now)
+    }
+}
+
+extension PaymentStatus {
+    /// The forward moves of the state diagram; nothing ever moves back.
+    public func canMove(to next: PaymentStatus) -> Bool {
+        switch (self, next) {
+        case (.created, .paid), (.created, .expired), (.created, .canceled), (.created, .failed):
+            true
+        case (.paid, .partiallyRefunded), (.paid, .refunded), (.partiallyRefunded, .refunded),
+            (.partiallyRefunded, .partiallyRefunded):
+            true
+        case (.unspecified, _), (.created, _), (.paid, _), (.partiallyRefunded, _), (.refunded, _), (.expired, _),
+            (.canceled, _), (.failed, _):
+            false
+        }
+    }
+}

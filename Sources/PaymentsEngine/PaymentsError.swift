@@ -1,0 +1,22 @@
+/// What a command refuses, as the protocol names it (protocol.md section 4).
+///
+/// The service layer maps each case to its status code and reason in one
+/// place; the engine only says what happened.
+public enum PaymentsError: Error, Sendable, Equatable {
+    case invalidField(field: String, message: String)
+    case dealNotFound(String)
+    case paymentNotFound(String)
+    case skuNotFound(String)
+    case insufficientStock(sku: String)
+    case stockBelowReserved(sku: String, reserved: Int64)
+    case checkoutInProgress(paymentID: String)
+    case alreadyPaid(paymentID: String)
+    case alreadyRefunded(paymentID: String)
+    /// Stripe refused the request; `code` is Stripe's error code (may be empty).
+    case stripeRejected(code: String, message: String)
+    /// Stripe's answer is unknown; the operation resumes later with the same idempotency key.
+    case stripeUnavailable
+    case lockTimeout
+    case idempotencyKeyReused
+    case notImplemented(String)
+}

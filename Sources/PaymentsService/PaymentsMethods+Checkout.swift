@@ -1,0 +1,98 @@
+import PaymentsEngine
+import PaymentsRPC
+import PaymentsStore
+import PaymentsWire
+
+extension PaymentsMethods {
+    /// `CreateCheckout`: idempotent by deal, and by key when one is sent.
+    func createCheckout(_ payload: [UInt8], _ context: CallContext) async throws -> [UInt8] {
+        let wire: CreateCheckoutRequest
+        do { wire = try CreateCheckoutRequest(serialized: payload) } catch { throw RPCError.malformedPayload }
+        let request = try CheckoutValidation.validate(wire)
+        return try await self.idempotency.run(payload, context) { _ in
+            let (payment, created) = try await self.checkout.createCheckout(request, deadline: context.deadline)
+            var reply = Payment(payment)
+            reply.created = created
+            return reply.serialized()
+        }
+    }
+
+    /// `GetPayment`: the deal's latest payment, or the one named.
+    func getPayment(_ ref: PaymentRef) async throws -> Payment {
+        let key = try Self.validate(ref)
+        return try await self.store.read { db in
+            switch key {
+            case .deal(let dealID):
+                guard let payment = try PaymentRecord.latest(db, dealID: dealID) else {
+                    throw PaymentsError.dealNotFound(dealID)
+                }
+                return Payment(payment)
+            case .payment(let paymentID):
+                guard let payment = try PaymentRecord.load(db, paymentID: paymentID) else {
+                    throw PaymentsError.paymentNotFound(paymentID)
+                }
+                return Payment(payment)
+            }
+        }
+    }
+
+    /// `ListPayments`: the deal's history, oldest first.
+    func listPayments(_ ref: PaymentRef) async throws -> PaymentList {
+        let dealID = try Self.dealOnly(ref)
+        let payments = try await self.store.read { try PaymentRecord.all($0, dealID: dealID) }
+        guard !payments.isEmpty else { throw PaymentsError.dealNotFound(dealID) }
+        return PaymentList(payments: payments.map(Payment.init))
+    }
+
+    /// `ListEvents`: the deal's audit trail.
+    func listEvents(_ ref: PaymentRef) async throws -> EventList {
+        let dealID = try Self.dealOnly(ref)
+        let entries = try await self.store.read { try AuditLog.entries($0, dealID: dealID) }
+        guard !entries.isEmpty else { throw PaymentsError.dealNotFound(dealID) }
+        return EventList(
+            events: entries.map {
+                AuditEvent(
+                    seq: UInt64($0.seq), at: $0.at, paymentID: $0.paymentID, kind: $0.kind, fromStatus: $0.fromStatus,
+                    toStatus: $0.toStatus, detail: $0.detail)
+            })
+    }
+
+    private enum RefKey {
+        case deal(String)
+        case payment(String)
+    }
+
+    private static func validate(_ ref: PaymentRef) throws -> RefKey {
+        switch (ref.dealID.isEmpty, ref.paymentID.isEmpty) {
+        case (false, true):
+            try Field.identifier(ref.dealID, "deal_id")
+            return .deal(ref.dealID)
+        case (true, false):
+            try Field.identifier(ref.paymentID, "payment_id")
+            return .payment(ref.paymentID)
+        case (true, true), (false, false):
+            throw PaymentsError.invalidField(field: "deal_id", message: "give exactly one of deal_id and payment_id")
+        }
+    }
+
+    private static func dealOnly(_ ref: PaymentRef) throws -> String {
+        try Field.identifier(ref.dealID, "deal_id")
+        return ref.dealID
+    }
+}
+
+extension Payment {
+    init(_ record: PaymentRecord) {
+        self.init(
+            paymentID: record.paymentID, dealID: record.dealID, customerRef: record.customerRef, mode: record.mode,
+            status: record.status, currency: record.currency, amountTotal: record.amountTotal,
+            amountRefunded: record.amountRefunded, checkoutSessionID: record.checkoutSessionID ?? "",
+            checkoutURL: record.checkoutURL ?? "", expiresAt: record.expiresAt,
+            paymentIntentID: record.paymentIntentID ?? "", orderID: record.orderID ?? "", created: false,
+            failureReason: record.failureReason ?? "", createdAt: record.createdAt, updatedAt: record.updatedAt,
+            items: record.items.map {
+                LineItem(sku: $0.sku, name: $0.name, quantity: $0.quantity, unitAmount: $0.unitAmount, priceID: $0.priceID)
+            },
+            claims: [], subscriptionID: record.subscriptionID ?? "")
+    }
+}

@@ -1,0 +1,128 @@
+import CCrypto
+import PaymentsEngine
+import PaymentsRPC
+import PaymentsStore
+import PaymentsWire
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Request idempotency (protocol.md section 5): per caller uid and key, the
+/// hash of method and payload and the final response, for 24 hours.
+///
+/// A second call with the key waits for the first (one lock per caller and
+/// key), then answers from the stored response without doing anything again;
+/// the same key with another method or payload is `idempotency_key_reused`.
+/// Only final answers are stored: a retryable one (`stripe_unavailable`,
+/// a deadline) leaves the key free so the retry does the work.
+final class RequestIdempotency: Sendable {
+    static let retention: Int64 = 24 * 3600
+
+    private let store: Store
+    private let locks: KeyedLockTable<String>
+    private let now: @Sendable () -> Int64
+
+    init(store: Store, locks: KeyedLockTable<String>, now: @escaping @Sendable () -> Int64) {
+        self.store = store
+        self.locks = locks
+        self.now = now
+    }
+
+    /// Where a handler writes its response in the transaction of its effect, so that the
+    /// effect and its stored answer are committed together.
+    struct Recorder: Sendable {
+        let callerUID: UInt32
+        let key: String
+        let hash: [UInt8]
+
+        func save(_ db: Connection, _ response: ResponseEnvelope, now: Int64) throws {
+            try db.query(
+                """
+                INSERT INTO idempotency_keys (caller_uid, key, request_hash, response, created_at) VALUES (?, ?, ?, ?, ?)
+                ON CONFLICT (caller_uid, key) DO UPDATE SET request_hash = excluded.request_hash,
+                    response = excluded.response, created_at = excluded.created_at
+                """, Int64(self.callerUID), self.key, SQLValue.blob(self.hash), SQLValue.blob(response.serialized()), now)
+        }
+
+        func save(_ db: Connection, payload: [UInt8], now: Int64) throws {
+            try self.save(db, ResponseEnvelope(requestID: 0, status: .ok, payload: payload), now: now)
+        }
+    }
+
+    /// Runs `body` once per caller and key; `body` gets a recorder to store its answer atomically,
+    /// or nil when the call carries no key.
+    func run(
+        _ payload: [UInt8], _ context: CallContext, _ body: @Sendable (Recorder?) async throws -> [UInt8]
+    ) async throws -> [UInt8] {
+        guard let key = context.idempotencyKey else { return try await body(nil) }
+        let recorder = Recorder(
+            callerUID: context.peer.uid, key: key, hash: Self.hash(context.method.fullName, payload))
+        do {
+            return try await self.locks.withLock("idempotency:\(context.peer.uid):\(key)", deadline: context.deadline) {
+                if let stored = try await self.stored(recorder) {
+                    guard stored.hash == recorder.hash else { throw PaymentsError.idempotencyKeyReused }
+                    guard stored.response.status.code == .ok else {
+                        let status = stored.response.status
+                        throw RPCError(status.code, status.reason, status.message, details: status.details)
+                    }
+                    return stored.response.payload
+                }
+                do {
+                    let payload = try await body(recorder)
+                    try await self.saveUnlessSaved(recorder, ResponseEnvelope(requestID: 0, status: .ok, payload: payload))
+                    return payload
+                } catch let error as PaymentsError where Self.isFinal(error.rpcError.code) {
+                    try await self.saveUnlessSaved(recorder, ResponseEnvelope(requestID: 0, status: error.rpcError.status))
+                    throw error
+                }
+            }
+        } catch is LockTimeout {
+            throw PaymentsError.lockTimeout
+        }
+    }
+
+    /// Answers that a retry would get again; everything else may change and is not stored.
+    private static func isFinal(_ code: StatusCode) -> Bool {
+        switch code {
+        case .ok, .invalidArgument, .notFound, .alreadyExists, .failedPrecondition, .outOfRange: true
+        case .cancelled, .unknown, .deadlineExceeded, .permissionDenied, .resourceExhausted, .aborted, .unimplemented,
+            .internal, .unavailable, .dataLoss, .unauthenticated:
+            false
+        }
+    }
+
+    private func stored(_ recorder: Recorder) async throws -> (hash: [UInt8], response: ResponseEnvelope)? {
+        let cutoff = self.now() - Self.retention
+        return try await self.store.read { db in
+            guard
+                let row = try db.queryFirst(
+                    "SELECT request_hash, response FROM idempotency_keys WHERE caller_uid = ? AND key = ? AND created_at > ?",
+                    Int64(recorder.callerUID), recorder.key, cutoff),
+                case .blob(let hash) = row[0], case .blob(let response) = row[1]
+            else { return nil }
+            return (hash, try ResponseEnvelope(serialized: response))
+        }
+    }
+
+    private func saveUnlessSaved(_ recorder: Recorder, _ response: ResponseEnvelope) async throws {
+        let now = self.now()
+        try await self.store.write { db in
+            // A handler that saved inside its own transaction already did; never overwrite that answer.
+            let existing = try db.queryFirst(
+                "SELECT 1 FROM idempotency_keys WHERE caller_uid = ? AND key = ? AND created_at > ?",
+                Int64(recorder.callerUID), recorder.key, now - Self.retention)
+            if existing == nil { try recorder.save(db, response, now: now) }
+            try db.query("DELETE FROM idempotency_keys WHERE created_at <= ?", now - Self.retention)
+        }
+    }
+
+    static func hash(_ method: String, _ payload: [UInt8]) -> [UInt8] {
+        var input = Array(method.utf8)
+        input.append(0)
+        input.append(contentsOf: payload)
+        var digest = [UInt8](repeating: 0, count: Int(SHA256_DIGEST_LENGTH))
+        input.withUnsafeBufferPointer { buffer in _ = SHA256(buffer.baseAddress, buffer.count, &digest) }
+        return digest
+    }
+}

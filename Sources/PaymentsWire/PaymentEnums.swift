@@ -1,0 +1,64 @@
+/// `payments.v1.Mode`.
+public enum Mode: Int, Sendable, CaseIterable {
+    case unspecified = 0
+    case payment = 1
+    case subscription = 2
+
+    /// The name after the enum's prefix, as stored and shown ("PAYMENT").
+    public var name: String {
+        switch self {
+        case .unspecified: "UNSPECIFIED"
+        case .payment: "PAYMENT"
+        case .subscription: "SUBSCRIPTION"
+        }
+    }
+
+    public init?(name: String) {
+        guard let mode = Self.allCases.first(where: { $0.name == name }) else { return nil }
+        self = mode
+    }
+}
+
+/// `payments.v1.OnOpen`: what CreateCheckout does when an open checkout exists.
+public enum OnOpen: Int, Sendable, CaseIterable {
+    case unspecified = 0
+    case returnExisting = 1
+    case replace = 2
+    case reject = 3
+}
+
+/// `payments.v1.PaymentStatus`.
+///
+/// ```
+///             +--> PAID --> PARTIALLY_REFUNDED --> REFUNDED
+/// CREATED ----+--> EXPIRED | CANCELED | FAILED
+/// ```
+public enum PaymentStatus: Int, Sendable, CaseIterable {
+    case unspecified = 0
+    case created = 1
+    case paid = 2
+    case partiallyRefunded = 3
+    case refunded = 4
+    case expired = 5
+    case canceled = 6
+    case failed = 7
+
+    /// The name after the enum's prefix, as stored in the database and the audit trail ("CREATED").
+    public var name: String {
+        switch self {
+        case .unspecified: "UNSPECIFIED"
+        case .created: "CREATED"
+        case .paid: "PAID"
+        case .partiallyRefunded: "PARTIALLY_REFUNDED"
+        case .refunded: "REFUNDED"
+        case .expired: "EXPIRED"
+        case .canceled: "CANCELED"
+        case .failed: "FAILED"
+        }
+    }
+
+    public init?(name: String) {
+        guard let status = Self.allCases.first(where: { $0.name == name }) else { return nil }
+        self = status
+    }
+}

@@ -1,0 +1,49 @@
+/// The fields of a Stripe Checkout Session that paymentsd uses, and no others.
+///
+/// Decoding ignores everything else, so personal data Stripe sends along
+/// (`customer_details`: e-mail, name, address) and the `client_secret` are
+/// never held in memory past parsing, let alone stored or logged.
+public struct CheckoutSession: Decodable, Sendable, Equatable {
+    public let id: String
+    /// "open", "complete" or "expired".
+    public let status: String?
+    /// "paid", "unpaid" or "no_payment_required".
+    public let paymentStatus: String?
+    public let url: String?
+    public let paymentIntent: String?
+    public let subscription: String?
+    public let expiresAt: Int64?
+    public let amountTotal: Int64?
+
+    enum CodingKeys: String, CodingKey {
+        case id, status, url, subscription
+        case paymentStatus = "payment_status"
+        case paymentIntent = "payment_intent"
+        case expiresAt = "expires_at"
+        case amountTotal = "amount_total"
+    }
+
+    public init(
+        id: String, status: String?, paymentStatus: String?, url: String?, paymentIntent: String?,
+        subscription: String?, expiresAt: Int64?, amountTotal: Int64?
+    ) {
+        self.id = id
+        self.status = status
+        self.paymentStatus = paymentStatus
+        self.url = url
+        self.paymentIntent = paymentIntent
+        self.subscription = subscription
+        self.expiresAt = expiresAt
+        self.amountTotal = amountTotal
+    }
+}
+
+/// Stripe's error body: `{"error": {"type", "code", "message"}}`.
+struct StripeErrorBody: Decodable {
+    struct Detail: Decodable {
+        let type: String?
+        let code: String?
+        let message: String?
+    }
+    let error: Detail
+}
