@@ -86,7 +86,7 @@ let package = Package(
             name: "paymentsd-bench",
             dependencies: [
                 "PaymentsClient", "PaymentsWire", "PaymentsRPC", "PaymentsService", "PaymentsStore", "PaymentsTesting",
-                "PaymentsEngine", "StripeClient",
+                "PaymentsEngine", "StripeClient", "CSystemShims",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),

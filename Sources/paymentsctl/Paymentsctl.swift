@@ -11,7 +11,10 @@ struct Paymentsctl: ParsableCommand {
             the subcommand. Exit status is 0 only when the call returned OK; 1 when the daemon answered \
             with an error (its code and reason are printed); 69 when the daemon could not be reached.
             """,
-        subcommands: [HealthCommand.self, MetricsCommand.self])
+        subcommands: [
+            HealthCommand.self, MetricsCommand.self, CheckoutCommand.self, PaymentCommand.self, PaymentsCommand.self,
+            EventsCommand.self, StockCommand.self,
+        ])
 
     /// Options shared by every subcommand, with whether each takes a value.
     static let sharedOptions: [String: Bool] = ["--socket": true, "--json": false, "--timeout-ms": true]
@@ -20,7 +23,8 @@ struct Paymentsctl: ParsableCommand {
         Self.main(Self.movingSharedOptionsAfterSubcommand(Array(CommandLine.arguments.dropFirst())))
     }
 
-    /// `paymentsctl --socket S health` becomes `paymentsctl health --socket S`, which the parser understands.
+    /// `paymentsctl --socket S stock get X` becomes `paymentsctl stock get X --socket S`: the parser takes
+    /// options only on the (leaf) subcommand, and after its arguments is always a place for them.
     static func movingSharedOptionsAfterSubcommand(_ arguments: [String]) -> [String] {
         var leading: [String] = []
         var rest = arguments[...]
@@ -33,7 +37,10 @@ struct Paymentsctl: ParsableCommand {
                 rest.removeFirst()
             }
         }
-        guard let subcommand = rest.first else { return arguments }
-        return [subcommand] + leading + rest.dropFirst()
+        guard !rest.isEmpty else { return arguments }
+        // After a "--" everything is an argument, so the options go before it.
+        var result = Array(rest)
+        result.insert(contentsOf: leading, at: result.firstIndex(of: "--") ?? result.endIndex)
+        return result
     }
 }

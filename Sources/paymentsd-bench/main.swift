@@ -1,3 +1,4 @@
+import CSystemShims
 import Dispatch
 import Foundation
 import Logging
@@ -12,77 +13,12 @@ import PaymentsTesting
 import PaymentsWire
 import StripeClient
 
-/// `make bench`: Health round trips against a raw Unix-socket echo of the
-/// same frame, measured in the same run, so the figures read as a ratio to
-/// what the transport alone can do on this machine.
+/// `make bench`: every figure beside a baseline measured in the same run, so
+/// it reads as a ratio on whatever machine runs it (see BENCHMARKS.md).
 let seconds = Double(ProcessInfo.processInfo.environment["BENCH_SECONDS"] ?? "") ?? 3
+let repositoryRoot = FileManager.default.currentDirectoryPath
 
 let healthFrame = Frame.encode(RequestEnvelope(requestID: 1, method: MethodName.health.fullName).serialized())
-
-struct Result {
-    let roundTrips: Int
-    let elapsed: Double
-    let latenciesNS: [UInt64]
-
-    var perSecond: Double { Double(self.roundTrips) / self.elapsed }
-    func percentile(_ p: Double) -> Double {
-        let sorted = self.latenciesNS.sorted()
-        guard !sorted.isEmpty else { return 0 }
-        return Double(sorted[min(sorted.count - 1, Int(Double(sorted.count) * p))]) / 1000
-    }
-}
-
-enum Mode {
-    /// Bytes echoed back as they are: the transport's limit.
-    case rawEcho
-    /// A real Health call through framing, decoding, dispatch and the store.
-    case health
-}
-
-/// Runs `connections` client threads for `seconds`, each sending `depth` requests before reading their answers.
-func measure(_ mode: Mode, socket: String, connections: Int, depth: Int) async -> Result {
-    let deadline = DispatchTime.now().uptimeNanoseconds + UInt64(seconds * 1e9)
-    let collected = Shared((total: 0, latencies: [UInt64](), running: connections))
-    let start = DispatchTime.now().uptimeNanoseconds
-    await withCheckedContinuation { (done: CheckedContinuation<Void, Never>) in
-        for _ in 0..<connections {
-            Thread.detachNewThread {
-                var count = 0
-                var local: [UInt64] = []
-                do {
-                    let connection = try PaymentsConnection(path: socket)
-                    let batch = Array([[UInt8]](repeating: healthFrame, count: depth).joined())
-                    while DispatchTime.now().uptimeNanoseconds < deadline {
-                        let sent = DispatchTime.now().uptimeNanoseconds
-                        try connection.write(batch)
-                        for _ in 0..<depth {
-                            switch mode {
-                            case .rawEcho: _ = try connection.receiveFrame()
-                            case .health:
-                                let response = try connection.receive()
-                                precondition(response.status.code == .ok, "Health failed: \(response.status)")
-                            }
-                        }
-                        let now = DispatchTime.now().uptimeNanoseconds
-                        local.append(now - sent)
-                        count += depth
-                    }
-                } catch {
-                    fatalError("benchmark client failed: \(error)")
-                }
-                let last = collected.withLock { state -> Bool in
-                    state.total += count
-                    state.latencies.append(contentsOf: local)
-                    state.running -= 1
-                    return state.running == 0
-                }
-                if last { done.resume() }
-            }
-        }
-    }
-    let elapsed = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
-    return Result(roundTrips: collected.value.total, elapsed: elapsed, latenciesNS: collected.value.latencies)
-}
 
 final class EchoHandler: ChannelInboundHandler, Sendable {
     typealias InboundIn = ByteBuffer
@@ -91,9 +27,16 @@ final class EchoHandler: ChannelInboundHandler, Sendable {
     func channelReadComplete(context: ChannelHandlerContext) { context.flush() }
 }
 
+func row(_ name: String, _ cells: [String]) {
+    print(([name.padding(toLength: 34, withPad: " ", startingAt: 0)] + cells).joined(separator: " | "))
+}
+
+func fixed(_ value: Double, _ digits: Int = 0) -> String { String(format: "%.\(digits)f", value) }
+
+paymentsd_stdout_line_buffered()
 LoggingSystem.bootstrap { label in
     var handler = StreamLogHandler.standardError(label: label)
-    handler.logLevel = .warning
+    handler.logLevel = .error
     return handler
 }
 let directory = TemporaryDirectory()
@@ -103,30 +46,120 @@ let echo = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleto
         channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(EchoHandler()) }
     }
     .bind(unixDomainSocketPath: echoPath).get()
+let fake = try FakeStripeProcess(repositoryRoot: repositoryRoot)
 
 let store = try Store(path: directory.file("bench.db"))
 let metrics = RequestMetrics()
 let locks = KeyedLockTable<String>()
-// Health never calls Stripe; the client only completes the wiring.
-let stripe = StripeClient(configuration: .init(baseURL: "http://127.0.0.1:9", secretKey: "sk_test_bench"))
+let stripe = StripeClient(configuration: .init(baseURL: fake.url, secretKey: "sk_test_bench"))
 let checkout = CheckoutEngine(
     store: store, stripe: stripe, locks: locks, configuration: .init(), logger: Logger(label: "bench"))
 let table = PaymentsMethods(store: store, metrics: metrics, checkout: checkout, locks: locks).table()
 let machine = "\(ProcessInfo.processInfo.activeProcessorCount) cores, \(ProcessInfo.processInfo.physicalMemory >> 30) GiB"
-print("paymentsd-bench: \(seconds) s per run, frame \(healthFrame.count) bytes, machine: \(machine)")
-print("scenario                    | raw echo rt/s | Health rt/s | ratio | raw p50/p99 us | Health p50/p99 us")
+print("paymentsd-bench: \(seconds) s per run, machine: \(machine)")
+
+func checkoutRequest(deal: String) -> CreateCheckoutRequest {
+    CreateCheckoutRequest(
+        dealID: deal, mode: .payment, currency: "usd",
+        items: [LineItem(sku: "tee", name: "Tee", quantity: 1, unitAmount: 1500)],
+        successURL: "https://shop.example/ok", cancelURL: "https://shop.example/no")
+}
+
 try await InProcessServer.with(table: table, metrics: metrics) { socket, _ in
-    for (name, connections, depth) in [("1 connection", 1, 1), ("16 connections", 16, 1), ("1 conn, pipelining 64", 1, 64)] {
-        let raw = await measure(.rawEcho, socket: echoPath, connections: connections, depth: depth)
-        let health = await measure(.health, socket: socket, connections: connections, depth: depth)
-        let label = depth > 1 ? "(per batch of \(depth))" : ""
-        let padded = name.padding(toLength: 27, withPad: " ", startingAt: 0)
-        print(
-            padded
-                + String(
-                    format: " | %13.0f | %11.0f | %5.2f | %6.0f / %6.0f | %6.0f / %6.0f ", raw.perSecond,
-                    health.perSecond, health.perSecond / raw.perSecond, raw.percentile(0.5), raw.percentile(0.99),
-                    health.percentile(0.5), health.percentile(0.99)) + label)
+    print("\n## Health against a raw socket echo of the same \(healthFrame.count)-byte frame")
+    row("scenario", ["raw echo rt/s", "Health rt/s", "ratio", "raw p50/p99 us", "Health p50/p99 us"])
+    for (name, clients, depth) in [("1 connection", 1, 1), ("16 connections", 16, 1), ("1 conn, 64 pipelined", 1, 64)] {
+        let batch = Array([[UInt8]](repeating: healthFrame, count: depth).joined())
+        let raw = await measure(socket: echoPath, clients: clients, seconds: seconds) { connection, _, _ in
+            try connection.write(batch)
+            for _ in 0..<depth { _ = try connection.receiveFrame() }
+            return depth
+        }
+        let health = await measure(socket: socket, clients: clients, seconds: seconds) { connection, _, _ in
+            try connection.write(batch)
+            for _ in 0..<depth {
+                let status = try connection.receive().status
+                precondition(status.code == .ok, "Health failed: \(status)")
+            }
+            return depth
+        }
+        row(name + (depth > 1 ? " (latency per batch)" : ""), [
+            fixed(raw.perSecond), fixed(health.perSecond), fixed(health.perSecond / raw.perSecond, 2),
+            "\(fixed(raw.percentile(0.5))) / \(fixed(raw.percentile(0.99)))",
+            "\(fixed(health.percentile(0.5))) / \(fixed(health.percentile(0.99)))",
+        ])
     }
+
+    print("\n## CreateCheckout against the fake Stripe, one client, a new deal per call")
+    // The baseline: the same session create sent straight to the fake by the same client library.
+    let direct = await measure(socket: echoPath, clients: 1, seconds: seconds) { _, _, iteration in
+        var form = FormParameters()
+        form.add("mode", "payment")
+        form.add("success_url", "https://shop.example/ok")
+        form.add("cancel_url", "https://shop.example/no")
+        form.add("line_items[0][quantity]", 1)
+        form.add("line_items[0][price_data][currency]", "usd")
+        form.add("line_items[0][price_data][unit_amount]", 1500)
+        form.add("line_items[0][price_data][product_data][name]", "Tee")
+        let done = DispatchSemaphore(value: 0)
+        let failure = Shared<String?>(nil)
+        Task {
+            do {
+                _ = try await stripe.createCheckoutSession(
+                    form, idempotencyKey: "bench-direct-\(iteration)-\(UInt64.random(in: 0...UInt64.max))",
+                    deadline: .now + .seconds(30))
+            } catch {
+                failure.withLock { $0 = "\(error)" }
+            }
+            done.signal()
+        }
+        done.wait()
+        if let failure = failure.value { fatalError("direct session create failed: \(failure)") }
+        return 1
+    }
+    let run = UInt64.random(in: 0...UInt64.max)
+    let created = await measure(socket: socket, clients: 1, seconds: seconds) { connection, _, iteration in
+        _ = try call(connection, .createCheckout, checkoutRequest(deal: "bench-\(run)-\(iteration)"))
+        return 1
+    }
+    row("scenario", ["calls/s", "mean us", "p50 / p99 us"])
+    row("fake Stripe alone (session create)", [fixed(direct.perSecond), fixed(direct.meanMicroseconds),
+        "\(fixed(direct.percentile(0.5))) / \(fixed(direct.percentile(0.99)))"])
+    row("CreateCheckout through paymentsd", [fixed(created.perSecond), fixed(created.meanMicroseconds),
+        "\(fixed(created.percentile(0.5))) / \(fixed(created.percentile(0.99)))"])
+    row("service time (total - fake)", ["", fixed(created.meanMicroseconds - direct.meanMicroseconds),
+        "ratio total/fake \(fixed(created.meanMicroseconds / direct.meanMicroseconds, 2))"])
+
+    print("\n## GetPayment against Health, one connection")
+    let getRequest = PaymentRef(dealID: "bench-\(run)-0")
+    let health = await measure(socket: socket, clients: 1, seconds: seconds) { connection, _, _ in
+        _ = try call(connection, .health, HealthRequest())
+        return 1
+    }
+    let get = await measure(socket: socket, clients: 1, seconds: seconds) { connection, _, _ in
+        _ = try call(connection, .getPayment, getRequest)
+        return 1
+    }
+    row("scenario", ["rt/s", "ratio to Health", "p50 / p99 us"])
+    row("Health", [fixed(health.perSecond), "1.00", "\(fixed(health.percentile(0.5))) / \(fixed(health.percentile(0.99)))"])
+    row("GetPayment", [fixed(get.perSecond), fixed(get.perSecond / health.perSecond, 2),
+        "\(fixed(get.percentile(0.5))) / \(fixed(get.percentile(0.99)))"])
+
+    print("\n## 64 clients at once: one deal against 64 deals (rounds of 64 concurrent CreateCheckout)")
+    let rounds = 10
+    let oneDeal = await measure(socket: socket, clients: 64, seconds: 60, iterations: rounds) { connection, _, iteration in
+        _ = try call(connection, .createCheckout, checkoutRequest(deal: "one-\(run)-\(iteration)"))
+        return 1
+    }
+    let manyDeals = await measure(socket: socket, clients: 64, seconds: 60, iterations: rounds) {
+        connection, client, iteration in
+        _ = try call(connection, .createCheckout, checkoutRequest(deal: "many-\(run)-\(iteration)-\(client)"))
+        return 1
+    }
+    row("scenario", ["calls/s", "sessions made", "p50 / p99 us"])
+    row("64 clients, one deal per round", [fixed(oneDeal.perSecond), "\(rounds)",
+        "\(fixed(oneDeal.percentile(0.5))) / \(fixed(oneDeal.percentile(0.99)))"])
+    row("64 clients, 64 deals per round", [fixed(manyDeals.perSecond), "\(rounds * 64)",
+        "\(fixed(manyDeals.percentile(0.5))) / \(fixed(manyDeals.percentile(0.99)))"])
 }
 try await echo.close()

@@ -43,3 +43,33 @@ def test_an_unreachable_daemon_exits_69(tmp_path):
     result = ctl("--socket", str(tmp_path / "nothing.sock"), "health")
     assert result.returncode == 69, result
     assert "cannot connect" in result.stderr
+
+
+def test_checkout_stock_and_payment_commands(start_daemon, tmp_path):
+    import sys
+    sys.path.insert(0, str(h.REPO_ROOT))
+    from fakestripe.server import FakeStripe
+    fs = FakeStripe(port=0, api_key="sk_test_fake", webhook_secret="whsec_test_secret").start()
+    try:
+        d = start_daemon(env={"STRIPE_API_BASE": fs.url})
+        s = ["--socket", d.socket_path]
+        assert ctl(*s, "stock", "set", "tee", "5").stdout.strip() == "tee on_hand=5 reserved=0 available=5"
+        assert ctl(*s, "stock", "adjust", "tee", "--", "-1").returncode == 0
+        result = ctl(*s, "--json", "checkout", "--deal", "d1", "--item", "tee:Red tee:2:1500",
+                     "--success-url", "https://shop.example/ok", "--cancel-url", "https://shop.example/no")
+        assert result.returncode == 0, result.stderr
+        payment = json.loads(result.stdout)
+        assert payment["status"] == "CREATED" and payment["created"] is True and payment["amount_total"] == 3000
+        assert ctl(*s, "stock", "get", "tee").stdout.strip() == "tee on_hand=4 reserved=2 available=2"
+        shown = ctl(*s, "payment", "--deal", "d1")
+        assert shown.returncode == 0 and shown.stdout.startswith(payment["payment_id"] + " CREATED deal=d1")
+        assert len(json.loads(ctl(*s, "--json", "payments", "--deal", "d1").stdout)) == 1
+        events = ctl(*s, "events", "--deal", "d1")
+        assert "checkout.created -->CREATED" in events.stdout or "->CREATED" in events.stdout, events.stdout
+        missing = ctl(*s, "payment", "--deal", "nobody")
+        assert missing.returncode == 1 and "NOT_FOUND deal_not_found" in missing.stderr
+        bad = ctl(*s, "checkout", "--deal", "d2", "--item", "tee:Tee:2:1500", "--currency", "USD",
+                  "--success-url", "https://a", "--cancel-url", "https://b")
+        assert bad.returncode == 1 and "invalid_field" in bad.stderr and "field=currency" in bad.stderr
+    finally:
+        fs.stop()
