@@ -27,7 +27,7 @@ enum CheckoutValidation {
             let name = "items[\(index)]"
             try Field.identifier(item.sku, "\(name).sku")
             try Field.check(
-                (1...250).contains(item.name.count) && Field.isPrintable(item.name), "\(name).name",
+                (1...250).contains(item.name.unicodeScalars.count) && Field.isPrintable(item.name), "\(name).name",
                 "an item's name is 1 to 250 printable characters")
             try Field.check((1...1000).contains(item.quantity), "\(name).quantity", "quantity must be 1 to 1000")
             try Field.check(
@@ -44,11 +44,14 @@ enum CheckoutValidation {
         var keys = Set<String>()
         for entry in request.metadata {
             try Field.check(
-                (1...40).contains(entry.key.count) && Field.isPrintable(entry.key) && !reserved.contains(entry.key)
+                // Stripe counts code points, and a bracket would split the key in its form encoding.
+                (1...40).contains(entry.key.unicodeScalars.count) && Field.isPrintable(entry.key)
+                    && !entry.key.contains("[") && !entry.key.contains("]") && !reserved.contains(entry.key)
                     && keys.insert(entry.key).inserted,
-                "metadata", "metadata keys are 1 to 40 printable characters, unique, and not deal_id, payment_id or customer_ref")
+                "metadata",
+                "metadata keys are 1 to 40 printable characters without [ ], unique, and not deal_id, payment_id or customer_ref")
             try Field.check(
-                entry.value.count <= 500 && Field.isPrintable(entry.value), "metadata",
+                entry.value.unicodeScalars.count <= 500 && Field.isPrintable(entry.value), "metadata",
                 "metadata values are at most 500 printable characters")
         }
         return CheckoutRequest(

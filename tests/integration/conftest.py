@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+# The repository root, for `import fakestripe` (the project's fake Stripe).
+sys.path.insert(1, str(Path(__file__).resolve().parents[2]))
 
 import paymentsd_harness as h  # noqa: E402
 
@@ -138,3 +140,41 @@ def daemon(start_daemon) -> h.Daemon:
 def client(daemon) -> h.Client:
     """A connection to the default daemon."""
     return daemon.client()
+
+
+# ---------------------------------------------------------------------------
+# The fake Stripe (fakestripe/, in-process on a loopback port)
+
+
+@pytest.fixture
+def fake_stripe(request):
+    """A fresh fake Stripe for this test (checkout_support.FakeStripeHandle).
+
+    At teardown it asserts that every request the daemon sent passed the
+    fake's check against Stripe's own parameter schema.
+    """
+    import checkout_support as cs
+
+    fake = cs.FakeStripeHandle.start()
+    yield fake
+    try:
+        if _failed(request):
+            reqs = fake.requests()
+            print(f"\n=== fake Stripe: {len(reqs)} API request(s), last 20 ===")
+            for r in reqs[-20:]:
+                print(f"  {r['method']} {r['path']} -> {r['status']}"
+                      f"{' (dropped)' if r['dropped'] else ''}"
+                      f"{' (replayed)' if r['replayed'] else ''} key={r['idempotency_key']}")
+        fake.assert_param_checks_passed()
+    finally:
+        fake.stop()
+
+
+@pytest.fixture
+def pay_daemon(start_daemon, fake_stripe):
+    """Factory: pay_daemon(env={...}) -> a ready daemon talking to fake_stripe."""
+
+    def _start(env: dict | None = None, **kw) -> h.Daemon:
+        return start_daemon(env={"STRIPE_API_BASE": fake_stripe.url, **(env or {})}, **kw)
+
+    return _start
