@@ -53,7 +53,8 @@ let package = Package(
         .target(
             name: "PaymentsEngine",
             dependencies: [
-                "PaymentsStore", "PaymentsWire", "StripeClient", .product(name: "Logging", package: "swift-log"),
+                "PaymentsStore", "PaymentsWire", "StripeClient", "CCrypto",
+                .product(name: "Logging", package: "swift-log"),
             ]),
         // The methods of payments.v1.Payments, from wire messages to store and engine.
         .target(

@@ -42,6 +42,10 @@ MESSAGES = {
                    ("kind", "kind", "string"), ("from_status", "fromStatus", "string"),
                    ("to_status", "toStatus", "string"), ("detail", "detail", "string")],
     "EventList": [("events", "events", "rmsg:AuditEvent")],
+    "CancelRequest": [("deal_id", "dealID", "string"), ("reason", "reason", "string")],
+    "StripeEvent": [("payload", "payload", "bytes"), ("signature", "signature", "string")],
+    "EventResult": [("event_id", "eventID", "string"), ("type", "type", "string"),
+                    ("outcome", "outcome", "enum:EventOutcome:Payments__V1__EventOutcome")],
 }
 
 def snake(name):

@@ -85,7 +85,10 @@ public enum Daemon {
         checkoutConfiguration.checkoutTTL = Int64(configuration.checkoutTTL)
         let checkout = CheckoutEngine(
             store: store, stripe: stripe, locks: locks, configuration: checkoutConfiguration, logger: logger)
-        let methods = PaymentsMethods(store: store, metrics: metrics, checkout: checkout, locks: locks)
+        let events = EventInbox(store: store, locks: locks, logger: logger)
+        let methods = PaymentsMethods(
+            store: store, metrics: metrics, checkout: checkout, events: events,
+            verifier: WebhookVerifier(secrets: configuration.stripeWebhookSecrets.map(\.value)), locks: locks)
         var dispatcherConfiguration = Dispatcher.Configuration()
         dispatcherConfiguration.testDelay = configuration.testDelayMS.map { .milliseconds($0) }
         let dispatcher = Dispatcher(
@@ -109,7 +112,7 @@ public enum Daemon {
             services: [
                 .init(service: server),
                 .init(
-                    service: ResumeService(checkout: checkout, interval: .seconds(configuration.janitorInterval)),
+                    service: ResumeService(checkout: checkout, events: events, interval: .seconds(configuration.janitorInterval)),
                     successTerminationBehavior: .ignore),
                 .init(service: systemd, successTerminationBehavior: .ignore),
             ],

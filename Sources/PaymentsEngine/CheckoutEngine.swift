@@ -33,12 +33,12 @@ public final class CheckoutEngine: Sendable {
         public init() {}
     }
 
-    private let store: Store
-    private let stripe: StripeClient
+    let store: Store
+    let stripe: StripeClient
     private let locks: KeyedLockTable<String>
     private let configuration: Configuration
     private let logger: Logger
-    private let now: @Sendable () -> Int64
+    let now: @Sendable () -> Int64
 
     public init(
         store: Store, stripe: StripeClient, locks: KeyedLockTable<String>, configuration: Configuration,
@@ -71,7 +71,9 @@ public final class CheckoutEngine: Sendable {
                     return (payment, false)
                 case .replace(let old):
                     try await self.startExpiry(of: old, reason: "replaced")
-                    try await self.expireSession(paymentID: old.paymentID, finalStatus: .canceled, deadline: deadline)
+                    try await self.expireSession(
+                        paymentID: old.paymentID, crashPoint: "create_checkout.replaced_session_expired",
+                        deadline: deadline)
                 }
             }
         }
@@ -126,7 +128,7 @@ public final class CheckoutEngine: Sendable {
     }
 
     /// Steps 2 and 3 of a checkout: the Stripe call and its record. Serves live calls and resumes.
-    private func createSession(paymentID: String, deadline: ContinuousClock.Instant) async throws -> PaymentRecord {
+    func createSession(paymentID: String, deadline: ContinuousClock.Instant) async throws -> PaymentRecord {
         CrashPoints.reach("create_checkout.payment_recorded")
         guard let payment = try await self.store.read({ try PaymentRecord.load($0, paymentID: paymentID) }) else {
             throw PaymentsError.paymentNotFound(paymentID)
@@ -195,7 +197,7 @@ public final class CheckoutEngine: Sendable {
     }
 
     /// Records the intent to expire a payment's session before Stripe is asked.
-    private func startExpiry(of payment: PaymentRecord, reason: String) async throws {
+    func startExpiry(of payment: PaymentRecord, reason: String) async throws {
         try await self.store.write { db in
             try OperationLog.start(
                 db, .expireSession, dealID: payment.dealID, paymentID: payment.paymentID, recoveryPoint: "expiring",
@@ -203,11 +205,9 @@ public final class CheckoutEngine: Sendable {
         }
     }
 
-    /// Expires the payment's session at Stripe first, then releases what it held.
+    /// Expires the payment's session at Stripe first, then cancels the payment and releases what it held.
     /// If Stripe says the customer paid, the payment is fulfilled instead and the caller told `already_paid`.
-    private func expireSession(paymentID: String, finalStatus: PaymentStatus, deadline: ContinuousClock.Instant)
-        async throws
-    {
+    func expireSession(paymentID: String, crashPoint: String, deadline: ContinuousClock.Instant) async throws {
         guard let payment = try await self.store.read({ try PaymentRecord.load($0, paymentID: paymentID) }),
             payment.status == .created
         else {
@@ -238,14 +238,14 @@ public final class CheckoutEngine: Sendable {
                 throw PaymentsError.stripeUnavailable
             }
         }
-        CrashPoints.reach("create_checkout.replaced_session_expired")
+        CrashPoints.reach(crashPoint)
         try await self.store.write { db in
             let now = self.now()
             guard let current = try PaymentRecord.load(db, paymentID: paymentID), current.status == .created else { return }
             let reason = try OperationLog.find(db, .expireSession, paymentID: paymentID)?.detail ?? ""
             try PaymentRecord.transition(
-                db, current, to: finalStatus, kind: "checkout.\(finalStatus == .canceled ? "canceled" : "expired")",
-                detail: reason.isEmpty ? "" : "reason=\(reason)", now: now)
+                db, current, to: .canceled, kind: "checkout.canceled", detail: reason.isEmpty ? "" : "reason=\(reason)",
+                now: now)
             try StockLedger.release(db, paymentID: paymentID, now: now)
             try OperationLog.finish(db, .expireSession, paymentID: paymentID, now: now)
         }
@@ -253,7 +253,7 @@ public final class CheckoutEngine: Sendable {
 
     /// A session found complete while trying to expire it: paid means fulfilled; unpaid (an async
     /// method still settling) keeps the checkout open.
-    private func settleCompleted(_ payment: PaymentRecord, _ session: CheckoutSession) async throws {
+    func settleCompleted(_ payment: PaymentRecord, _ session: CheckoutSession) async throws {
         try await self.store.write { db in
             let now = self.now()
             guard let current = try PaymentRecord.load(db, paymentID: payment.paymentID) else { return }
@@ -264,7 +264,7 @@ public final class CheckoutEngine: Sendable {
         }
     }
 
-    private func recordFailure(_ kind: OperationLog.Kind, paymentID: String, error: StripeError) async throws {
+    func recordFailure(_ kind: OperationLog.Kind, paymentID: String, error: StripeError) async throws {
         self.logger.warning(
             "Stripe call failed; the operation stays pending", metadata: ["payment_id": "\(paymentID)", "error": "\(error)"])
         try await self.store.write { db in
@@ -312,14 +312,16 @@ public final class CheckoutEngine: Sendable {
             }
         case .expireSession:
             do {
-                try await self.expireSession(paymentID: operation.paymentID, finalStatus: .canceled, deadline: deadline)
+                let crashPoint =
+                    operation.detail == "replaced" ? "create_checkout.replaced_session_expired" : "cancel_checkout.session_expired"
+                try await self.expireSession(paymentID: operation.paymentID, crashPoint: crashPoint, deadline: deadline)
             } catch PaymentsError.alreadyPaid, PaymentsError.checkoutInProgress {
                 // Settled the other way: the operation is finished, nobody waits for an answer.
             }
         }
     }
 
-    private func withDealLock<Result: Sendable>(
+    func withDealLock<Result: Sendable>(
         _ dealID: String, deadline: ContinuousClock.Instant, _ body: () async throws -> Result
     ) async throws -> Result {
         do {

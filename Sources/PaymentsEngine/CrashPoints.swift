@@ -16,6 +16,9 @@ public enum CrashPoints {
         "create_checkout.session_recorded",
         "create_checkout.rejected_by_stripe",
         "create_checkout.replaced_session_expired",
+        "stripe_event.stored",
+        "confirm_checkout.session_retrieved",
+        "cancel_checkout.session_expired",
     ]
 
     private static let armed = Mutex<String?>(nil)

@@ -10,6 +10,10 @@ public enum PaymentsError: Error, Sendable, Equatable {
     case insufficientStock(sku: String)
     case stockBelowReserved(sku: String, reserved: Int64)
     case checkoutInProgress(paymentID: String)
+    /// CancelCheckout of a deal whose latest checkout is no longer open.
+    case checkoutNotOpen(paymentID: String)
+    case badSignature
+    case timestampOutsideTolerance
     case alreadyPaid(paymentID: String)
     case alreadyRefunded(paymentID: String)
     /// Stripe refused the request; `code` is Stripe's error code (may be empty).

@@ -41,7 +41,10 @@ public enum StockLedger {
     public static func adjust(_ db: Connection, sku: String, delta: Int64, now: Int64) throws -> Level {
         guard let before = try Self.get(db, sku: sku) else { throw PaymentsError.skuNotFound(sku) }
         let (onHand, overflow) = before.onHand.addingReportingOverflow(delta)
-        guard !overflow, onHand >= before.reserved else {
+        guard !overflow else {
+            throw PaymentsError.invalidField(field: "delta", message: "on_hand + delta does not fit in 64 bits")
+        }
+        guard onHand >= before.reserved else {
             throw PaymentsError.stockBelowReserved(sku: sku, reserved: before.reserved)
         }
         try db.query("UPDATE stock SET on_hand = ?, updated_at = ? WHERE sku = ?", onHand, now, sku)

@@ -9,6 +9,10 @@ public final class Dispatcher: Sendable {
         public var defaultTimeout: Duration = .seconds(30)
         /// The longest deadline a caller may ask for.
         public var maximumTimeout: Duration = .seconds(300)
+        /// How long past its deadline a handler may still answer: a handler that watches the
+        /// deadline itself (a lock wait, a Stripe call) then answers with its own reason
+        /// (`lock_timeout`, `stripe_unavailable`) instead of being cut off.
+        public var deadlineGrace: Duration = .milliseconds(100)
         /// Tests only: every call waits this long before its handler runs (PAYMENTSD_TEST_DELAY_MS).
         public var testDelay: Duration? = nil
 
@@ -80,7 +84,7 @@ public final class Dispatcher: Sendable {
             idempotencyKey: request.idempotencyKey.isEmpty ? nil : request.idempotencyKey,
             headers: request.headers, logger: logger)
         let testDelay = self.configuration.testDelay
-        return try await withDeadline(deadline) {
+        return try await withDeadline(deadline + self.configuration.deadlineGrace) {
             if let testDelay { try await Task.sleep(for: testDelay) }
             return try await handler(request.payload, context)
         }

@@ -24,6 +24,14 @@ extension PaymentsError: RPCErrorConvertible {
             RPCError(
                 .alreadyExists, "checkout_in_progress", "the deal has another open checkout",
                 details: [Header("payment_id", paymentID)])
+        case .checkoutNotOpen(let paymentID):
+            RPCError(
+                .failedPrecondition, "checkout_not_open", "the deal has no open checkout",
+                details: [Header("payment_id", paymentID)])
+        case .badSignature:
+            RPCError(.unauthenticated, "bad_signature", "the Stripe-Signature does not match the body")
+        case .timestampOutsideTolerance:
+            RPCError(.unauthenticated, "timestamp_outside_tolerance", "the signature's timestamp is too far from now")
         case .alreadyPaid(let paymentID):
             RPCError(.failedPrecondition, "already_paid", "the deal is paid", details: [Header("payment_id", paymentID)])
         case .alreadyRefunded(let paymentID):

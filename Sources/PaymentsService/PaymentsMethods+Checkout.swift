@@ -19,21 +19,7 @@ extension PaymentsMethods {
 
     /// `GetPayment`: the deal's latest payment, or the one named.
     func getPayment(_ ref: PaymentRef) async throws -> Payment {
-        let key = try Self.validate(ref)
-        return try await self.store.read { db in
-            switch key {
-            case .deal(let dealID):
-                guard let payment = try PaymentRecord.latest(db, dealID: dealID) else {
-                    throw PaymentsError.dealNotFound(dealID)
-                }
-                return Payment(payment)
-            case .payment(let paymentID):
-                guard let payment = try PaymentRecord.load(db, paymentID: paymentID) else {
-                    throw PaymentsError.paymentNotFound(paymentID)
-                }
-                return Payment(payment)
-            }
-        }
+        Payment(try await self.checkout.find(try Self.paymentKey(ref)))
     }
 
     /// `ListPayments`: the deal's history, oldest first.
@@ -57,12 +43,7 @@ extension PaymentsMethods {
             })
     }
 
-    private enum RefKey {
-        case deal(String)
-        case payment(String)
-    }
-
-    private static func validate(_ ref: PaymentRef) throws -> RefKey {
+    static func paymentKey(_ ref: PaymentRef) throws -> CheckoutEngine.PaymentKey {
         switch (ref.dealID.isEmpty, ref.paymentID.isEmpty) {
         case (false, true):
             try Field.identifier(ref.dealID, "deal_id")

@@ -15,17 +15,21 @@ public struct PaymentsMethods: Sendable {
     let metrics: RequestMetrics
     let checkout: CheckoutEngine
     let idempotency: RequestIdempotency
+    let events: EventInbox
+    let verifier: WebhookVerifier
     let startedAt: ContinuousClock.Instant
     let now: @Sendable () -> Int64
 
     public init(
-        store: Store, metrics: RequestMetrics, checkout: CheckoutEngine, locks: KeyedLockTable<String>,
-        startedAt: ContinuousClock.Instant = .now, now: @escaping @Sendable () -> Int64 = { Int64(time(nil)) }
+        store: Store, metrics: RequestMetrics, checkout: CheckoutEngine, events: EventInbox, verifier: WebhookVerifier,
+        locks: KeyedLockTable<String>, startedAt: ContinuousClock.Instant = .now, now: @escaping @Sendable () -> Int64 = { Int64(time(nil)) }
     ) {
         self.store = store
         self.metrics = metrics
         self.checkout = checkout
         self.idempotency = RequestIdempotency(store: store, locks: locks, now: now)
+        self.events = events
+        self.verifier = verifier
         self.startedAt = startedAt
         self.now = now
     }
@@ -42,6 +46,13 @@ public struct PaymentsMethods: Sendable {
         table.register(.setStock) { payload, context in try await self.setStock(payload, context) }
         table.register(.adjustStock) { payload, context in try await self.adjustStock(payload, context) }
         table.register(.getStock, StockRef.self) { request, context in try await self.getStock(request) }
+        table.register(.handleStripeEvent, StripeEvent.self) { request, context in
+            try await self.handleStripeEvent(request, context)
+        }
+        table.register(.confirmCheckout, PaymentRef.self) { request, context in
+            try await self.confirmCheckout(request, context)
+        }
+        table.register(.cancelCheckout) { payload, context in try await self.cancelCheckout(payload, context) }
         return table
     }
 }

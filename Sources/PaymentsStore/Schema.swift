@@ -131,5 +131,28 @@ public enum Schema {
                 -- What a step needs beyond the payment row (e.g. a session id to expire).
                 ALTER TABLE operations ADD COLUMN detail TEXT;
                 """),
+        Migration(
+            version: 3, name: "stripe_events",
+            sql: """
+                -- The webhook inbox (guarantee 10): a delivery is stored here under its event id before
+                -- the call answers OK, then applied under its deal's lock, at most once. Only the fields
+                -- paymentsd acts on are kept: the raw body carries personal data (customer_details).
+                CREATE TABLE stripe_events (
+                    event_id TEXT PRIMARY KEY,
+                    type TEXT NOT NULL,
+                    created INTEGER NOT NULL,
+                    object_id TEXT NOT NULL,
+                    deal_id TEXT,
+                    payment_id TEXT,
+                    object_status TEXT,
+                    payment_status TEXT,
+                    payment_intent_id TEXT,
+                    state TEXT NOT NULL CHECK (state IN ('PENDING', 'APPLIED', 'IGNORED')),
+                    note TEXT NOT NULL DEFAULT '',
+                    received_at INTEGER NOT NULL,
+                    applied_at INTEGER
+                ) STRICT;
+                CREATE INDEX stripe_events_pending ON stripe_events(received_at) WHERE state = 'PENDING';
+                """),
     ]
 }

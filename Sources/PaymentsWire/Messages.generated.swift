@@ -569,3 +569,124 @@ public struct EventList: WireMessage, Equatable {
         }
     }
 }
+
+/// `payments.v1.CancelRequest`.
+public struct CancelRequest: WireMessage, Equatable {
+    public var dealID: String
+    public var reason: String
+
+    public init(dealID: String = "", reason: String = "") {
+        self.dealID = dealID
+        self.reason = reason
+    }
+
+    init(c: Payments__V1__CancelRequest) {
+        self.dealID = swiftString(c.deal_id)
+        self.reason = swiftString(c.reason)
+    }
+
+    public init(serialized bytes: [UInt8]) throws {
+        self = try withUnpacked(
+            bytes, descriptor: payments__v1__cancel_request__descriptor, unpack: { payments__v1__cancel_request__unpack(nil, $0, $1) },
+            free: { payments__v1__cancel_request__free_unpacked($0, nil) }
+        ) { c in CancelRequest(c: c) }
+    }
+
+    func cMessage(in arena: CArena) -> UnsafeMutablePointer<Payments__V1__CancelRequest> {
+        let c = arena.allocate(Payments__V1__CancelRequest.self)!
+        payments__v1__cancel_request__init(c)
+        c.pointee.deal_id = arena.cString(self.dealID)
+        c.pointee.reason = arena.cString(self.reason)
+        return c
+    }
+
+    public func serialized() -> [UInt8] {
+        let arena = CArena()
+        let c = self.cMessage(in: arena)
+        return withExtendedLifetime(arena) {
+            packToArray(size: payments__v1__cancel_request__get_packed_size(c)) { payments__v1__cancel_request__pack(c, $0) }
+        }
+    }
+}
+
+/// `payments.v1.StripeEvent`.
+public struct StripeEvent: WireMessage, Equatable {
+    public var payload: [UInt8]
+    public var signature: String
+
+    public init(payload: [UInt8] = [], signature: String = "") {
+        self.payload = payload
+        self.signature = signature
+    }
+
+    init(c: Payments__V1__StripeEvent) {
+        self.payload = swiftBytes(c.payload)
+        self.signature = swiftString(c.signature)
+    }
+
+    public init(serialized bytes: [UInt8]) throws {
+        self = try withUnpacked(
+            bytes, descriptor: payments__v1__stripe_event__descriptor, unpack: { payments__v1__stripe_event__unpack(nil, $0, $1) },
+            free: { payments__v1__stripe_event__free_unpacked($0, nil) }
+        ) { c in StripeEvent(c: c) }
+    }
+
+    func cMessage(in arena: CArena) -> UnsafeMutablePointer<Payments__V1__StripeEvent> {
+        let c = arena.allocate(Payments__V1__StripeEvent.self)!
+        payments__v1__stripe_event__init(c)
+        c.pointee.payload = binaryData(arena.bytes(self.payload))
+        c.pointee.signature = arena.cString(self.signature)
+        return c
+    }
+
+    public func serialized() -> [UInt8] {
+        let arena = CArena()
+        let c = self.cMessage(in: arena)
+        return withExtendedLifetime(arena) {
+            packToArray(size: payments__v1__stripe_event__get_packed_size(c)) { payments__v1__stripe_event__pack(c, $0) }
+        }
+    }
+}
+
+/// `payments.v1.EventResult`.
+public struct EventResult: WireMessage, Equatable {
+    public var eventID: String
+    public var type: String
+    public var outcome: EventOutcome
+
+    public init(eventID: String = "", type: String = "", outcome: EventOutcome = .unspecified) {
+        self.eventID = eventID
+        self.type = type
+        self.outcome = outcome
+    }
+
+    init(c: Payments__V1__EventResult) {
+        self.eventID = swiftString(c.event_id)
+        self.type = swiftString(c.type)
+        self.outcome = EventOutcome(rawValue: Int(c.outcome.rawValue)) ?? .unspecified
+    }
+
+    public init(serialized bytes: [UInt8]) throws {
+        self = try withUnpacked(
+            bytes, descriptor: payments__v1__event_result__descriptor, unpack: { payments__v1__event_result__unpack(nil, $0, $1) },
+            free: { payments__v1__event_result__free_unpacked($0, nil) }
+        ) { c in EventResult(c: c) }
+    }
+
+    func cMessage(in arena: CArena) -> UnsafeMutablePointer<Payments__V1__EventResult> {
+        let c = arena.allocate(Payments__V1__EventResult.self)!
+        payments__v1__event_result__init(c)
+        c.pointee.event_id = arena.cString(self.eventID)
+        c.pointee.type = arena.cString(self.type)
+        c.pointee.outcome = Payments__V1__EventOutcome(rawValue: UInt32(self.outcome.rawValue))
+        return c
+    }
+
+    public func serialized() -> [UInt8] {
+        let arena = CArena()
+        let c = self.cMessage(in: arena)
+        return withExtendedLifetime(arena) {
+            packToArray(size: payments__v1__event_result__get_packed_size(c)) { payments__v1__event_result__pack(c, $0) }
+        }
+    }
+}

@@ -62,3 +62,20 @@ public enum PaymentStatus: Int, Sendable, CaseIterable {
         self = status
     }
 }
+
+/// `payments.v1.EventOutcome`: what HandleStripeEvent did with a delivery.
+public enum EventOutcome: Int, Sendable, CaseIterable {
+    case unspecified = 0
+    case applied = 1
+    case duplicate = 2
+    case ignored = 3
+
+    public var name: String {
+        switch self {
+        case .unspecified: "UNSPECIFIED"
+        case .applied: "APPLIED"
+        case .duplicate: "DUPLICATE"
+        case .ignored: "IGNORED"
+        }
+    }
+}

@@ -54,7 +54,11 @@ let locks = KeyedLockTable<String>()
 let stripe = StripeClient(configuration: .init(baseURL: fake.url, secretKey: "sk_test_bench"))
 let checkout = CheckoutEngine(
     store: store, stripe: stripe, locks: locks, configuration: .init(), logger: Logger(label: "bench"))
-let table = PaymentsMethods(store: store, metrics: metrics, checkout: checkout, locks: locks).table()
+let events = EventInbox(store: store, locks: locks, logger: Logger(label: "bench"))
+let table = PaymentsMethods(
+    store: store, metrics: metrics, checkout: checkout, events: events,
+    verifier: WebhookVerifier(secrets: ["whsec_bench"]), locks: locks
+).table()
 let machine = "\(ProcessInfo.processInfo.activeProcessorCount) cores, \(ProcessInfo.processInfo.physicalMemory >> 30) GiB"
 print("paymentsd-bench: \(seconds) s per run, machine: \(machine)")
 

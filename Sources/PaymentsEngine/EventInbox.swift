@@ -1,0 +1,199 @@
+import Logging
+import PaymentsStore
+import PaymentsWire
+import StripeClient
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Takes Stripe's webhook events: stores each under its event id before the
+/// caller is answered, then applies it under its deal's lock, at most once
+/// (guarantee 10). Fulfilment goes through `Fulfilment`, the one path shared
+/// with ConfirmCheckout and cancels that find a session paid (guarantee 4).
+public final class EventInbox: Sendable {
+    public enum Outcome: Sendable, Equatable {
+        case applied
+        case duplicate
+        case ignored
+    }
+
+    private let store: Store
+    private let locks: KeyedLockTable<String>
+    private let logger: Logger
+    private let now: @Sendable () -> Int64
+
+    public init(
+        store: Store, locks: KeyedLockTable<String>, logger: Logger,
+        now: @escaping @Sendable () -> Int64 = { Int64(time(nil)) }
+    ) {
+        self.store = store
+        self.locks = locks
+        self.logger = logger
+        self.now = now
+    }
+
+    /// Stores a verified event and applies it now when its deal's lock can be had before `deadline`;
+    /// otherwise it stays pending for the janitor. A repeated event id is a duplicate.
+    public func receive(_ event: StripeEventSummary, deadline: ContinuousClock.Instant) async throws -> Outcome {
+        let now = self.now()
+        let stored: Bool = try await self.store.write { db in
+            try db.query(
+                """
+                INSERT INTO stripe_events (event_id, type, created, object_id, deal_id, payment_id, object_status,
+                    payment_status, payment_intent_id, state, received_at)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'PENDING', ?) ON CONFLICT (event_id) DO NOTHING
+                """, event.eventID, event.type, event.created, event.objectID, event.dealID, event.paymentID,
+                event.objectStatus, event.paymentStatus, event.paymentIntentID, now)
+            return db.changes == 1
+        }
+        guard stored else { return .duplicate }
+        CrashPoints.reach("stripe_event.stored")
+        do {
+            return try await self.apply(eventID: event.eventID, deadline: deadline)
+        } catch {
+            // Stored: the janitor applies it later. The delivery itself is accepted.
+            self.logger.warning(
+                "event stored, applying it later", metadata: ["event_id": "\(event.eventID)", "error": "\(error)"])
+            return .applied
+        }
+    }
+
+    /// Applies every pending event (janitor, start-up); returns how many it settled.
+    @discardableResult
+    public func applyPending(timeout: Duration = .seconds(30)) async -> Int {
+        let pending = (try? await self.store.read { db in
+            try db.query("SELECT event_id FROM stripe_events WHERE state = 'PENDING' ORDER BY received_at, event_id")
+                .map { $0.string(0) }
+        }) ?? []
+        var settled = 0
+        for eventID in pending {
+            if (try? await self.apply(eventID: eventID, deadline: .now + timeout)) != nil { settled += 1 }
+        }
+        return settled
+    }
+
+    private func apply(eventID: String, deadline: ContinuousClock.Instant) async throws -> Outcome {
+        guard let dealID = try await self.store.read({ try Self.dealOf(eventID, $0) }) else {
+            try await self.store.write { db in
+                try Self.settle(db, eventID, state: "IGNORED", note: "no payment of paymentsd", now: self.now())
+            }
+            return .ignored
+        }
+        do {
+            return try await self.locks.withLock(CheckoutEngine.dealLock(dealID), deadline: deadline) {
+                try await self.store.write { db in try self.applyLocked(db, eventID: eventID) }
+            }
+        } catch is LockTimeout {
+            throw PaymentsError.lockTimeout
+        }
+    }
+
+    /// The deal an event belongs to: by the payment id in the session's metadata, its session, or its payment intent.
+    private static func dealOf(_ eventID: String, _ db: Connection) throws -> String? {
+        guard
+            let row = try db.queryFirst(
+                "SELECT payment_id, object_id, payment_intent_id FROM stripe_events WHERE event_id = ?", eventID)
+        else { return nil }
+        return try Self.payment(db, paymentID: row.optionalString(0), objectID: row.string(1), paymentIntentID: row.optionalString(2))?
+            .dealID
+    }
+
+    private static func payment(_ db: Connection, paymentID: String?, objectID: String, paymentIntentID: String?) throws
+        -> PaymentRecord?
+    {
+        if let paymentID, let payment = try PaymentRecord.load(db, paymentID: paymentID) { return payment }
+        if let row = try db.queryFirst("SELECT payment_id FROM payments WHERE checkout_session_id = ?", objectID) {
+            return try PaymentRecord.load(db, paymentID: row.string(0))
+        }
+        if let paymentIntentID,
+            let row = try db.queryFirst("SELECT payment_id FROM payments WHERE payment_intent_id = ?", paymentIntentID)
+        {
+            return try PaymentRecord.load(db, paymentID: row.string(0))
+        }
+        return nil
+    }
+
+    /// One event, in one transaction under its deal's lock. States only move forward: an event
+    /// that would move a payment back is recorded and changes nothing.
+    private func applyLocked(_ db: Connection, eventID: String) throws -> Outcome {
+        let now = self.now()
+        guard
+            let row = try db.queryFirst(
+                """
+                SELECT type, object_id, payment_id, payment_status, payment_intent_id, state
+                FROM stripe_events WHERE event_id = ?
+                """, eventID), row.string(5) == "PENDING"
+        else { return .duplicate }
+        let type = row.string(0)
+        guard
+            let payment = try Self.payment(
+                db, paymentID: row.optionalString(2), objectID: row.string(1), paymentIntentID: row.optionalString(4))
+        else {
+            try Self.settle(db, eventID, state: "IGNORED", note: "no payment of paymentsd", now: now)
+            return .ignored
+        }
+        let note: String
+        switch type {
+        case "checkout.session.completed" where row.optionalString(3) == "paid",
+            "checkout.session.async_payment_succeeded":
+            note = try self.fulfil(db, payment, paymentIntentID: row.optionalString(4), source: type, now: now)
+        case "checkout.session.completed":
+            note = "completed, payment not yet settled (asynchronous method)"
+            try AuditLog.append(db, dealID: payment.dealID, paymentID: payment.paymentID, kind: "checkout.completed_unpaid", now: now)
+        case "checkout.session.async_payment_failed":
+            note = try self.close(db, payment, to: .failed, kind: "checkout.async_payment_failed", now: now)
+        case "checkout.session.expired":
+            note = try self.close(db, payment, to: .expired, kind: "checkout.expired", now: now)
+        case "charge.refunded", "refund.created", "refund.updated", "refund.failed":
+            note = "refund event recorded"
+            try AuditLog.append(
+                db, dealID: payment.dealID, paymentID: payment.paymentID, kind: "stripe.\(type)",
+                detail: "event_id=\(eventID) object_id=\(row.string(1))", now: now)
+        default:
+            try Self.settle(db, eventID, state: "IGNORED", note: "type not acted on", now: now)
+            return .ignored
+        }
+        try Self.settle(db, eventID, state: "APPLIED", note: note, now: now)
+        return .applied
+    }
+
+    private func fulfil(_ db: Connection, _ payment: PaymentRecord, paymentIntentID: String?, source: String, now: Int64)
+        throws -> String
+    {
+        switch payment.status {
+        case .created:
+            try Fulfilment.apply(db, payment, paymentIntentID: paymentIntentID, source: source, now: now)
+            return "fulfilled"
+        case .paid, .partiallyRefunded, .refunded:
+            return "already fulfilled"
+        case .expired, .canceled, .failed, .unspecified:
+            // Paid at Stripe after paymentsd closed the checkout: recorded for the late-payment path.
+            try AuditLog.append(
+                db, dealID: payment.dealID, paymentID: payment.paymentID, kind: "payment.late",
+                from: payment.status.name, detail: "source=\(source)", now: now)
+            self.logger.error(
+                "payment arrived for a closed checkout", metadata: ["payment_id": "\(payment.paymentID)"])
+            return "late payment recorded"
+        }
+    }
+
+    private func close(_ db: Connection, _ payment: PaymentRecord, to status: PaymentStatus, kind: String, now: Int64)
+        throws -> String
+    {
+        guard payment.status == .created else {
+            try AuditLog.append(
+                db, dealID: payment.dealID, paymentID: payment.paymentID, kind: "\(kind).late",
+                from: payment.status.name, detail: "changes nothing", now: now)
+            return "late: payment is \(payment.status.name)"
+        }
+        try PaymentRecord.transition(db, payment, to: status, kind: kind, now: now)
+        try StockLedger.release(db, paymentID: payment.paymentID, now: now)
+        return "closed"
+    }
+
+    private static func settle(_ db: Connection, _ eventID: String, state: String, note: String, now: Int64) throws {
+        try db.query(
+            "UPDATE stripe_events SET state = ?, note = ?, applied_at = ? WHERE event_id = ?", state, note, now, eventID)
+    }
+}
