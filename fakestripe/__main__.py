@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import signal
+import sys
 import threading
 
 from .app import DEFAULT_API_KEY, DEFAULT_WEBHOOK_SECRET
@@ -23,11 +24,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--webhook-secret", default=DEFAULT_WEBHOOK_SECRET,
                         help="signs the deliveries of GET /_fake/events/{id}/delivery")
     parser.add_argument("--quiet", action="store_true", help="do not log each request to stderr")
+    parser.add_argument("--exit-on-stdin-eof", action="store_true",
+                        help="stop when standard input closes: a parent that holds the other end of a pipe "
+                             "stops the fake by closing it, or by dying")
     args = parser.parse_args(argv)
 
     stopped = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopped.set())
     signal.signal(signal.SIGINT, lambda *_: stopped.set())
+    if args.exit_on_stdin_eof:
+        def wait_for_eof():
+            while sys.stdin.buffer.read(4096):
+                pass
+            stopped.set()
+        threading.Thread(target=wait_for_eof, daemon=True).start()
     fake = FakeStripe(args.host, args.port, args.api_key, args.webhook_secret, quiet=args.quiet).start()
     print(f"fakestripe listening on {fake.url}", flush=True)
     try:

@@ -42,6 +42,8 @@ MESSAGES = {
                    ("kind", "kind", "string"), ("from_status", "fromStatus", "string"),
                    ("to_status", "toStatus", "string"), ("detail", "detail", "string")],
     "EventList": [("events", "events", "rmsg:AuditEvent")],
+    "ReconcileReport": [("expired", "expired", "uint64"), ("resumed", "resumed", "uint64"),
+                        ("repaired", "repaired", "uint64"), ("orphans", "orphans", "uint64"), ("stuck", "stuck", "uint64")],
     "CancelRequest": [("deal_id", "dealID", "string"), ("reason", "reason", "string")],
     "StripeEvent": [("payload", "payload", "bytes"), ("signature", "signature", "string")],
     "EventResult": [("event_id", "eventID", "string"), ("type", "type", "string"),

@@ -86,8 +86,9 @@ public enum Daemon {
         let checkout = CheckoutEngine(
             store: store, stripe: stripe, locks: locks, configuration: checkoutConfiguration, logger: logger)
         let events = EventInbox(store: store, locks: locks, logger: logger)
+        let janitor = Janitor(checkout: checkout, events: events, logger: logger)
         let methods = PaymentsMethods(
-            store: store, metrics: metrics, checkout: checkout, events: events,
+            store: store, metrics: metrics, checkout: checkout, events: events, janitor: janitor,
             verifier: WebhookVerifier(secrets: configuration.stripeWebhookSecrets.map(\.value)), locks: locks)
         var dispatcherConfiguration = Dispatcher.Configuration()
         dispatcherConfiguration.testDelay = configuration.testDelayMS.map { .milliseconds($0) }
@@ -112,7 +113,7 @@ public enum Daemon {
             services: [
                 .init(service: server),
                 .init(
-                    service: ResumeService(checkout: checkout, events: events, interval: .seconds(configuration.janitorInterval)),
+                    service: JanitorService(janitor: janitor, interval: .seconds(configuration.janitorInterval)),
                     successTerminationBehavior: .ignore),
                 .init(service: systemd, successTerminationBehavior: .ignore),
             ],

@@ -92,3 +92,29 @@ extension CheckoutEngine {
         try await self.store.read { try PaymentRecord.load($0, paymentID: paymentID)! }
     }
 }
+
+extension CheckoutEngine {
+    /// Expires a checkout past its time: at Stripe first, then EXPIRED and released. A session
+    /// Stripe says is paid is fulfilled instead. Returns whether the checkout was expired.
+    func expireOverdue(paymentID: String, deadline: ContinuousClock.Instant) async throws -> Bool {
+        guard let payment = try await self.store.read({ try PaymentRecord.load($0, paymentID: paymentID) }) else {
+            return false
+        }
+        return try await self.withDealLock(payment.dealID, deadline: deadline) {
+            guard let current = try await self.store.read({ try PaymentRecord.load($0, paymentID: paymentID) }),
+                current.status == .created
+            else { return false }
+            if current.checkoutSessionID == nil {
+                // Its creation never finished: finish it, so the session can be expired for sure.
+                _ = try await self.createSession(paymentID: paymentID, deadline: deadline)
+            }
+            try await self.startExpiry(of: current, reason: Self.expiredByTime)
+            do {
+                try await self.expireSession(paymentID: paymentID, crashPoint: "janitor.session_expired", deadline: deadline)
+            } catch PaymentsError.alreadyPaid, PaymentsError.checkoutInProgress {
+                return false  // paid (now fulfilled), or an asynchronous payment still settling
+            }
+            return try await self.store.read { try PaymentRecord.load($0, paymentID: paymentID)?.status == .expired }
+        }
+    }
+}

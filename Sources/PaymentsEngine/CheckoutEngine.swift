@@ -52,6 +52,9 @@ public final class CheckoutEngine: Sendable {
         self.now = now
     }
 
+    /// The reason recorded on an expiry the janitor starts for a checkout past its time.
+    static let expiredByTime = "expired_by_time"
+
     /// The lock key of a deal; customers (subscriptions) are locked before deals.
     public static func dealLock(_ dealID: String) -> String { "deal:\(dealID)" }
 
@@ -243,9 +246,11 @@ public final class CheckoutEngine: Sendable {
             let now = self.now()
             guard let current = try PaymentRecord.load(db, paymentID: paymentID), current.status == .created else { return }
             let reason = try OperationLog.find(db, .expireSession, paymentID: paymentID)?.detail ?? ""
+            // Past its time it expired; otherwise somebody (a cancel, a replace) closed it.
+            let byTime = reason == Self.expiredByTime
             try PaymentRecord.transition(
-                db, current, to: .canceled, kind: "checkout.canceled", detail: reason.isEmpty ? "" : "reason=\(reason)",
-                now: now)
+                db, current, to: byTime ? .expired : .canceled, kind: byTime ? "checkout.expired" : "checkout.canceled",
+                detail: reason.isEmpty ? "" : "reason=\(reason)", now: now)
             try StockLedger.release(db, paymentID: paymentID, now: now)
             try OperationLog.finish(db, .expireSession, paymentID: paymentID, now: now)
         }
@@ -313,7 +318,11 @@ public final class CheckoutEngine: Sendable {
         case .expireSession:
             do {
                 let crashPoint =
-                    operation.detail == "replaced" ? "create_checkout.replaced_session_expired" : "cancel_checkout.session_expired"
+                    switch operation.detail {
+                    case "replaced": "create_checkout.replaced_session_expired"
+                    case Self.expiredByTime: "janitor.session_expired"
+                    default: "cancel_checkout.session_expired"
+                    }
                 try await self.expireSession(paymentID: operation.paymentID, crashPoint: crashPoint, deadline: deadline)
             } catch PaymentsError.alreadyPaid, PaymentsError.checkoutInProgress {
                 // Settled the other way: the operation is finished, nobody waits for an answer.

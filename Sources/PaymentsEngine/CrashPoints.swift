@@ -19,6 +19,7 @@ public enum CrashPoints {
         "stripe_event.stored",
         "confirm_checkout.session_retrieved",
         "cancel_checkout.session_expired",
+        "janitor.session_expired",
     ]
 
     private static let armed = Mutex<String?>(nil)

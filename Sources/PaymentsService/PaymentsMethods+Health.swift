@@ -14,8 +14,29 @@ extension PaymentsMethods {
             pendingOperations: UInt64(pending))
     }
 
-    /// `Metrics`: Prometheus text of requests, latencies and connections.
+    /// `Metrics`: Prometheus text of requests, latencies and connections, and the invariants an
+    /// operator watches (guarantee 13), read from the store at the time of the call.
     func metrics(_ request: MetricsRequest, _ context: CallContext) async throws -> MetricsReply {
-        MetricsReply(text: self.metrics.exposition())
+        let now = self.now()
+        let gauges = try await self.store.read { db in
+            let counts = try Janitor.counts(db)
+            let overdue = try db.queryFirst(
+                "SELECT count(*) FROM payments WHERE status = 'CREATED' AND expires_at <= ?", now - Janitor.expiryGrace)!
+                .int(0)
+            let late = try db.queryFirst("SELECT count(*) FROM audit_events WHERE kind = 'payment.late'")!.int(0)
+            return [
+                ("paymentsd_operations_pending", "Operations started and not finished.", Int(try OperationLog.pendingCount(db))),
+                ("paymentsd_operations_stuck", "Unfinished operations that failed \(Janitor.stuckAfterAttempts) times or more.", counts.stuck),
+                ("paymentsd_stripe_events_pending", "Webhook events stored and not applied yet.", counts.pendingEvents),
+                ("paymentsd_stripe_events_orphaned", "Webhook events for objects no payment of paymentsd knows.", counts.orphans),
+                ("paymentsd_checkouts_overdue", "Open checkouts past their expiry and grace (holds outliving their session).", overdue),
+                ("paymentsd_payments_late", "Payments that arrived for a checkout already closed.", late),
+            ]
+        }
+        var text = self.metrics.exposition()
+        for (name, help, value) in gauges {
+            text += "# HELP \(name) \(help)\n# TYPE \(name) gauge\n\(name) \(value)\n"
+        }
+        return MetricsReply(text: text)
     }
 }

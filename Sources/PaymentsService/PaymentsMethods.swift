@@ -16,12 +16,14 @@ public struct PaymentsMethods: Sendable {
     let checkout: CheckoutEngine
     let idempotency: RequestIdempotency
     let events: EventInbox
+    let janitor: Janitor
     let verifier: WebhookVerifier
     let startedAt: ContinuousClock.Instant
     let now: @Sendable () -> Int64
 
     public init(
-        store: Store, metrics: RequestMetrics, checkout: CheckoutEngine, events: EventInbox, verifier: WebhookVerifier,
+        store: Store, metrics: RequestMetrics, checkout: CheckoutEngine, events: EventInbox, janitor: Janitor,
+        verifier: WebhookVerifier,
         locks: KeyedLockTable<String>, startedAt: ContinuousClock.Instant = .now, now: @escaping @Sendable () -> Int64 = { Int64(time(nil)) }
     ) {
         self.store = store
@@ -29,6 +31,7 @@ public struct PaymentsMethods: Sendable {
         self.checkout = checkout
         self.idempotency = RequestIdempotency(store: store, locks: locks, now: now)
         self.events = events
+        self.janitor = janitor
         self.verifier = verifier
         self.startedAt = startedAt
         self.now = now
@@ -53,6 +56,12 @@ public struct PaymentsMethods: Sendable {
             try await self.confirmCheckout(request, context)
         }
         table.register(.cancelCheckout) { payload, context in try await self.cancelCheckout(payload, context) }
+        table.register(.reconcile, ReconcileRequest.self) { _, _ in
+            let report = await self.janitor.sweep(force: true)
+            return ReconcileReport(
+                expired: UInt64(report.expired), resumed: UInt64(report.resumed), repaired: UInt64(report.repaired),
+                orphans: UInt64(report.orphans), stuck: UInt64(report.stuck))
+        }
         return table
     }
 }

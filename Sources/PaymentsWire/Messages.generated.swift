@@ -570,6 +570,57 @@ public struct EventList: WireMessage, Equatable {
     }
 }
 
+/// `payments.v1.ReconcileReport`.
+public struct ReconcileReport: WireMessage, Equatable {
+    public var expired: UInt64
+    public var resumed: UInt64
+    public var repaired: UInt64
+    public var orphans: UInt64
+    public var stuck: UInt64
+
+    public init(expired: UInt64 = 0, resumed: UInt64 = 0, repaired: UInt64 = 0, orphans: UInt64 = 0, stuck: UInt64 = 0) {
+        self.expired = expired
+        self.resumed = resumed
+        self.repaired = repaired
+        self.orphans = orphans
+        self.stuck = stuck
+    }
+
+    init(c: Payments__V1__ReconcileReport) {
+        self.expired = c.expired
+        self.resumed = c.resumed
+        self.repaired = c.repaired
+        self.orphans = c.orphans
+        self.stuck = c.stuck
+    }
+
+    public init(serialized bytes: [UInt8]) throws {
+        self = try withUnpacked(
+            bytes, descriptor: payments__v1__reconcile_report__descriptor, unpack: { payments__v1__reconcile_report__unpack(nil, $0, $1) },
+            free: { payments__v1__reconcile_report__free_unpacked($0, nil) }
+        ) { c in ReconcileReport(c: c) }
+    }
+
+    func cMessage(in arena: CArena) -> UnsafeMutablePointer<Payments__V1__ReconcileReport> {
+        let c = arena.allocate(Payments__V1__ReconcileReport.self)!
+        payments__v1__reconcile_report__init(c)
+        c.pointee.expired = self.expired
+        c.pointee.resumed = self.resumed
+        c.pointee.repaired = self.repaired
+        c.pointee.orphans = self.orphans
+        c.pointee.stuck = self.stuck
+        return c
+    }
+
+    public func serialized() -> [UInt8] {
+        let arena = CArena()
+        let c = self.cMessage(in: arena)
+        return withExtendedLifetime(arena) {
+            packToArray(size: payments__v1__reconcile_report__get_packed_size(c)) { payments__v1__reconcile_report__pack(c, $0) }
+        }
+    }
+}
+
 /// `payments.v1.CancelRequest`.
 public struct CancelRequest: WireMessage, Equatable {
     public var dealID: String

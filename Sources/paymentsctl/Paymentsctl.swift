@@ -13,7 +13,8 @@ struct Paymentsctl: ParsableCommand {
             """,
         subcommands: [
             HealthCommand.self, MetricsCommand.self, CheckoutCommand.self, PaymentCommand.self, PaymentsCommand.self,
-            EventsCommand.self, StockCommand.self,
+            EventsCommand.self, StockCommand.self, ConfirmCommand.self, CancelCommand.self, WebhookCommand.self,
+            ReconcileCommand.self,
         ])
 
     /// Options shared by every subcommand, with whether each takes a value.

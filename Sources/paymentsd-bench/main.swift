@@ -51,13 +51,13 @@ let fake = try FakeStripeProcess(repositoryRoot: repositoryRoot)
 let store = try Store(path: directory.file("bench.db"))
 let metrics = RequestMetrics()
 let locks = KeyedLockTable<String>()
-let stripe = StripeClient(configuration: .init(baseURL: fake.url, secretKey: "sk_test_bench"))
+let stripe = StripeClient(configuration: .init(baseURL: fake.url, secretKey: FakeStripeProcess.apiKey))
 let checkout = CheckoutEngine(
     store: store, stripe: stripe, locks: locks, configuration: .init(), logger: Logger(label: "bench"))
 let events = EventInbox(store: store, locks: locks, logger: Logger(label: "bench"))
 let table = PaymentsMethods(
     store: store, metrics: metrics, checkout: checkout, events: events,
-    verifier: WebhookVerifier(secrets: ["whsec_bench"]), locks: locks
+    janitor: Janitor(checkout: checkout, events: events, logger: Logger(label: "bench")), verifier: WebhookVerifier(secrets: ["whsec_bench"]), locks: locks
 ).table()
 let machine = "\(ProcessInfo.processInfo.activeProcessorCount) cores, \(ProcessInfo.processInfo.physicalMemory >> 30) GiB"
 print("paymentsd-bench: \(seconds) s per run, machine: \(machine)")

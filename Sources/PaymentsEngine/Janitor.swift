@@ -1,0 +1,92 @@
+import Logging
+import PaymentsStore
+
+/// The janitor's sweep (guarantee 9): nothing stays half-done or open past its time.
+///
+/// One sweep resumes the unfinished operations that are due, applies webhook
+/// events stored but not applied, and expires checkouts past `expires_at`
+/// plus a grace, Stripe first, then the release. It counts what it could
+/// not fix. Runs every PAYMENTSD_JANITOR_INTERVAL seconds and on `Reconcile`.
+public final class Janitor: Sendable {
+    public struct Report: Sendable, Equatable {
+        public var expired = 0
+        public var resumed = 0
+        public var repaired = 0
+        public var orphans = 0
+        public var stuck = 0
+    }
+
+    /// Operations that failed this often are stuck: they keep being retried, and counted.
+    public static let stuckAfterAttempts = 5
+    /// Seconds past `expires_at` before the janitor expires a checkout itself (Stripe's own
+    /// expiry and its webhook usually come first).
+    public static let expiryGrace: Int64 = 60
+
+    private let checkout: CheckoutEngine
+    private let events: EventInbox
+    private let logger: Logger
+
+    public init(checkout: CheckoutEngine, events: EventInbox, logger: Logger) {
+        self.checkout = checkout
+        self.events = events
+        self.logger = logger
+    }
+
+    /// One sweep; `force` resumes every unfinished operation regardless of its backoff (start-up, Reconcile).
+    public func sweep(force: Bool) async -> Report {
+        var report = Report()
+        report.resumed = await self.checkout.resumeUnfinished(force: force)
+        report.repaired = await self.events.applyPending()
+        report.expired = await self.expireOverdue()
+        do {
+            let counts = try await self.checkout.store.read { db in try Self.counts(db) }
+            report.stuck = counts.stuck
+            report.orphans = counts.orphans
+        } catch {
+            self.logger.error("cannot count stuck operations", metadata: ["error": "\(error)"])
+        }
+        if report != Report() { self.logger.info("janitor sweep", metadata: ["report": "\(report)"]) }
+        return report
+    }
+
+    /// Health of the invariants an operator watches (guarantee 13), for Metrics.
+    public static func counts(_ db: Connection) throws -> (stuck: Int, orphans: Int, pendingEvents: Int) {
+        (
+            try db.queryFirst(
+                "SELECT count(*) FROM operations WHERE finished_at IS NULL AND attempts >= ?", Self.stuckAfterAttempts)!
+                .int(0),
+            try db.queryFirst("SELECT count(*) FROM stripe_events WHERE state = 'IGNORED' AND note = 'no payment of paymentsd'")!
+                .int(0),
+            try db.queryFirst("SELECT count(*) FROM stripe_events WHERE state = 'PENDING'")!.int(0)
+        )
+    }
+
+    private func expireOverdue() async -> Int {
+        let cutoff = self.checkout.now() - Self.expiryGrace
+        let overdue: [String]
+        do {
+            overdue = try await self.checkout.store.read { db in
+                try db.query(
+                    "SELECT payment_id FROM payments WHERE status = 'CREATED' AND expires_at <= ? ORDER BY expires_at",
+                    cutoff
+                ).map { $0.string(0) }
+            }
+        } catch {
+            self.logger.error("cannot list overdue checkouts", metadata: ["error": "\(error)"])
+            return 0
+        }
+        var expired = 0
+        for paymentID in overdue {
+            do {
+                if try await self.checkout.expireOverdue(paymentID: paymentID, deadline: .now + .seconds(30)) {
+                    expired += 1
+                }
+            } catch {
+                self.logger.warning(
+                    "expiring an overdue checkout failed; retried next sweep",
+                    metadata: ["payment_id": "\(paymentID)", "error": "\(error)"])
+            }
+        }
+        return expired
+    }
+}
