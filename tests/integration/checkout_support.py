@@ -14,7 +14,9 @@ STRIPE_API_BASE. Everything here talks to it over HTTP, as the daemon does.
 
 from __future__ import annotations
 
+import glob
 import json
+import re
 import sys
 import threading
 import time
@@ -286,3 +288,60 @@ def run_concurrently(n: int, fn: Callable[[int], object], timeout: float = 60.0)
     stuck = [i for i, t in enumerate(threads) if t.is_alive()]
     assert not stuck, f"{len(stuck)} of {n} concurrent calls did not finish in {timeout} s"
     return results
+
+
+# ---------------------------------------------------------------------------
+# Privacy (guarantee 11): searching the daemon's outputs and files for what must not be there
+
+PHONE = "4155550100"
+CLIENT_SECRET_RE = re.compile(rb"_secret_[A-Za-z0-9]{8,}")
+
+
+def db_files(d: h.Daemon) -> dict[str, bytes]:
+    """The bytes of the SQLite file and its -wal/-shm companions."""
+    out = {}
+    for path in sorted(glob.glob(glob.escape(d.db_path) + "*")):
+        with open(path, "rb") as f:
+            out[path] = f.read()
+    return out
+
+
+def leaks(needles, where: str, data: bytes) -> list[str]:
+    """Which needles (UTF-8 or UTF-16) or client_secret-shaped values appear in data."""
+    hits = [f"{n[:14]}... in {where}" for n in needles
+            if any(enc in data for enc in (n.encode("utf-8"), n.encode("utf-16-le")))]
+    m = CLIENT_SECRET_RE.search(data)
+    if m:
+        hits.append(f"a client_secret-shaped value ({m.group()[:16]}...) in {where}")
+    return hits
+
+
+# ---------------------------------------------------------------------------
+# Crash points
+
+
+def crash_run(d: h.Daemon, crash_point: str, call: Callable[[h.Client], object]) -> str:
+    """Starts `d` armed with PAYMENTSD_CRASH_AT=crash_point, makes `call` (which must reach the
+    point), checks the process ended there with status 137, and disarms it for the restart.
+    Returns what the call answered, for assertion messages."""
+    import subprocess
+    d.env["PAYMENTSD_CRASH_AT"] = crash_point
+    d.start()
+    answer = None
+    try:
+        with h.Client(d.socket_path, timeout=30) as c:
+            status = call(c)
+            answer = h.describe_status(status)
+    except (h.ConnectionClosed, OSError) as e:
+        answer = f"connection ended ({type(e).__name__})"
+    try:
+        rc = d.proc.wait(15)
+    except subprocess.TimeoutExpired:
+        rc = None
+    assert rc is not None, (
+        f"the daemon did not stop at crash point {crash_point} (the call answered: {answer})")
+    assert rc in (137, -9), f"crash at {crash_point}: exit status {rc}, expected 137"
+    assert f"crash point reached: {crash_point}" in d.stderr_text(), (
+        f"exit {rc}, but stderr does not say crash point {crash_point} was reached")
+    del d.env["PAYMENTSD_CRASH_AT"]
+    return answer

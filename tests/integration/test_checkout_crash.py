@@ -24,7 +24,6 @@ resumed attempt after the restart).
 from __future__ import annotations
 
 import subprocess
-import time
 
 import pytest
 
@@ -98,30 +97,12 @@ def test_crash_and_restart(make_daemon, fake_stripe, pb, crash_point):
         # that the payment ends FAILED (a rejection is not stored under Stripe's key).
         fake_stripe.add_fault(kind="status", status=400, times=2,
                               error={"code": "parameter_invalid_integer", "message": "rejected"})
-    d.env["PAYMENTSD_CRASH_AT"] = crash_point
-    d.start()
     qty = 3
     req = checkout_request(DEAL, [item(SKU, qty, 1000)],
                            on_open=pb.ON_OPEN_REPLACE if replace else pb.ON_OPEN_RETURN_EXISTING)
-    answer = None
-    try:
-        with h.Client(d.socket_path, timeout=30) as c:
-            status, _ = c.call("CreateCheckout", req, timeout=30)
-            answer = h.describe_status(status)
-    except (h.ConnectionClosed, OSError) as e:
-        answer = f"connection ended ({type(e).__name__})"
-    try:
-        rc = d.proc.wait(15)
-    except subprocess.TimeoutExpired:
-        rc = None
-    assert rc is not None, (
-        f"the daemon did not stop at crash point {crash_point} (the call answered: {answer})")
-    assert rc in (137, -9), f"crash at {crash_point}: exit status {rc}, expected 137"
-    assert f"crash point reached: {crash_point}" in d.stderr_text(), (
-        f"exit {rc}, but stderr does not say crash point {crash_point} was reached")
+    answer = cs.crash_run(d, crash_point, lambda c: c.call("CreateCheckout", req, timeout=30)[0])
 
     # 3. Restart on the same database and socket; wait until nothing is pending.
-    del d.env["PAYMENTSD_CRASH_AT"]
     d.start()
     pending = cs.wait_no_pending(d, timeout=20)
     assert pending == 0, (

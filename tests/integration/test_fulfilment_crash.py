@@ -103,32 +103,16 @@ def test_fulfilment_crash_and_restart(make_daemon, fake_stripe, pb, crash_point)
                  if crash_point != "cancel_checkout.session_expired" else (b"", ""))
 
     # 2. The crash run.
-    d.env["PAYMENTSD_CRASH_AT"] = crash_point
-    d.start()
-    answer = None
-    try:
-        with h.Client(d.socket_path, timeout=30) as c:
-            if crash_point == "stripe_event.stored":
-                status, _ = ws.deliver(c, body, sig, timeout=30)
-            elif crash_point == "confirm_checkout.session_retrieved":
-                status, _ = ws.confirm(c, deal_id=DEAL, timeout=30)
-            else:
-                status, _ = ws.cancel(c, DEAL, reason="crash test", timeout=30)
-            answer = h.describe_status(status)
-    except (h.ConnectionClosed, OSError) as e:
-        answer = f"connection ended ({type(e).__name__})"
-    try:
-        rc = d.proc.wait(15)
-    except subprocess.TimeoutExpired:
-        rc = None
-    assert rc is not None, (
-        f"the daemon did not stop at crash point {crash_point} (the call answered: {answer})")
-    assert rc in (137, -9), f"crash at {crash_point}: exit status {rc}, expected 137"
-    assert f"crash point reached: {crash_point}" in d.stderr_text(), (
-        f"exit {rc}, but stderr does not say crash point {crash_point} was reached")
+    def call(c):
+        if crash_point == "stripe_event.stored":
+            return ws.deliver(c, body, sig, timeout=30)[0]
+        if crash_point == "confirm_checkout.session_retrieved":
+            return ws.confirm(c, deal_id=DEAL, timeout=30)[0]
+        return ws.cancel(c, DEAL, reason="crash test", timeout=30)[0]
+
+    answer = cs.crash_run(d, crash_point, call)
 
     # 3. Restart on the same database and socket; wait until nothing is pending.
-    del d.env["PAYMENTSD_CRASH_AT"]
     d.start()
     pending = cs.wait_no_pending(d, timeout=20)
     assert pending == 0, (

@@ -11,40 +11,13 @@ anywhere in the bytes of the SQLite file and its -wal/-shm files.
 
 from __future__ import annotations
 
-import glob
-import re
 import signal
 
 import pytest
 
 import checkout_support as cs
 import paymentsd_harness as h
-from checkout_support import checkout_request, create_ok, item
-
-PHONE = "4155550100"
-SECRET_RE = re.compile(rb"_secret_[A-Za-z0-9]{8,}")
-
-
-def _db_files(d: h.Daemon) -> dict[str, bytes]:
-    out = {}
-    for path in sorted(glob.glob(glob.escape(d.db_path) + "*")):
-        with open(path, "rb") as f:
-            out[path] = f.read()
-    return out
-
-
-def _find(needles, where: str, data: bytes) -> list[str]:
-    hits = []
-    for n in needles:
-        for enc in {n.encode("utf-8"), n.encode("utf-16-le")}:
-            if enc in data:
-                hits.append(f"{n[:14]}... in {where}")
-                break
-    if SECRET_RE.search(data):
-        hits.append(f"a client_secret-shaped value ({SECRET_RE.search(data).group()[:16]}...) "
-                    f"in {where}")
-    return hits
-
+from checkout_support import checkout_request, item
 
 @pytest.mark.test_timeout(120)
 def test_no_personal_data_or_secrets_anywhere(pay_daemon, fake_stripe, pb):
@@ -94,24 +67,24 @@ def test_no_personal_data_or_secrets_anywhere(pay_daemon, fake_stripe, pb):
     assert secrets, "the fake generated no client_secret (test setup)"
     assert any(s.get("customer_details") for s in sessions), (
         "no session at the fake has customer_details (test setup)")
-    needles = [*cs.CUSTOMER_PII, PHONE, *secrets, *h.SECRETS]
+    needles = [*cs.CUSTOMER_PII, cs.PHONE, *secrets, *h.SECRETS]
 
     hits = []
     for method, status, payload in answers:
-        hits += _find(needles, f"the {method} answer's status", status.SerializeToString())
-        hits += _find(needles, f"the {method} answer's payload", payload)
-    running_db = _db_files(d)
+        hits += cs.leaks(needles, f"the {method} answer's status", status.SerializeToString())
+        hits += cs.leaks(needles, f"the {method} answer's payload", payload)
+    running_db = cs.db_files(d)
     for path, data in running_db.items():
-        hits += _find(needles, f"{path} (daemon running)", data)
+        hits += cs.leaks(needles, f"{path} (daemon running)", data)
 
     rc = d.stop(signal.SIGTERM)
     assert rc == 0, f"SIGTERM stop exited {rc}"
-    files = _db_files(d)
+    files = cs.db_files(d)
     assert d.db_path in files, f"no database file at {d.db_path}"
     for path, data in files.items():
-        hits += _find(needles, f"{path} (after SIGTERM)", data)
-    hits += _find(needles, "stderr", d.stderr_text().encode())
-    hits += _find(needles, "stdout", d.stdout_text().encode())
+        hits += cs.leaks(needles, f"{path} (after SIGTERM)", data)
+    hits += cs.leaks(needles, "stderr", d.stderr_text().encode())
+    hits += cs.leaks(needles, "stdout", d.stdout_text().encode())
     assert not hits, "personal data or secrets leaked:\n  " + "\n  ".join(sorted(set(hits)))
     h.assert_clean_stderr(d, extra_secrets=secrets)
     # The database does hold the checkouts (the search above looked at real data).
