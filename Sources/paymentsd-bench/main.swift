@@ -55,6 +55,7 @@ let stripe = StripeClient(configuration: .init(baseURL: fake.url, secretKey: Fak
 let checkout = CheckoutEngine(
     store: store, stripe: stripe, locks: locks, configuration: .init(), logger: Logger(label: "bench"))
 let events = EventInbox(store: store, locks: locks, logger: Logger(label: "bench"))
+let webhookSecret = "whsec_bench"
 let table = PaymentsMethods(
     store: store, metrics: metrics, checkout: checkout, events: events,
     janitor: Janitor(checkout: checkout, events: events, logger: Logger(label: "bench")), verifier: WebhookVerifier(secrets: ["whsec_bench"]), locks: locks
@@ -165,5 +166,59 @@ try await InProcessServer.with(table: table, metrics: metrics) { socket, _ in
         "\(fixed(oneDeal.percentile(0.5))) / \(fixed(oneDeal.percentile(0.99)))"])
     row("64 clients, 64 deals per round", [fixed(manyDeals.perSecond), "\(rounds * 64)",
         "\(fixed(manyDeals.percentile(0.5))) / \(fixed(manyDeals.percentile(0.99)))"])
+
+    print("\n## Webhook events against durable SQLite commits, one client")
+    // The baseline: one durable commit (BEGIN IMMEDIATE, one insert, COMMIT with synchronous=FULL).
+    try await store.write { try $0.executeScript("CREATE TABLE IF NOT EXISTS bench_commits (n INTEGER) STRICT") }
+    let commitsStart = ContinuousClock.now
+    var commits = 0
+    while ContinuousClock.now - commitsStart < .seconds(seconds) {
+        _ = try await store.write { try $0.query("INSERT INTO bench_commits VALUES (1)") }
+        commits += 1
+    }
+    let commitsElapsed = (ContinuousClock.now - commitsStart).components
+    let commitRate =
+        Double(commits) / (Double(commitsElapsed.seconds) + Double(commitsElapsed.attoseconds) / 1e18)
+
+    // Open checkouts to pay: each distinct event fulfils one of them.
+    let openCount = 400
+    let payments: [Payment] = try await blocking {
+        let connection = try PaymentsConnection(path: socket)
+        return try (0..<openCount).map { index in
+            try Payment(serialized: call(connection, .createCheckout, checkoutRequest(deal: "hook-\(run)-\(index)")))
+        }
+    }
+    let signedDelivery: @Sendable (Payment, String) -> StripeEvent = { payment, eventID in
+        let body = Array(
+            """
+            {"id":"\(eventID)","object":"event","type":"checkout.session.completed","created":1,
+            "data":{"object":{"id":"\(payment.checkoutSessionID)","object":"checkout.session","status":"complete",
+            "payment_status":"paid","payment_intent":"pi_\(eventID)","client_reference_id":"\(payment.dealID)",
+            "metadata":{"deal_id":"\(payment.dealID)","payment_id":"\(payment.paymentID)"}}}}
+            """.utf8)
+        let t = Int64(Date().timeIntervalSince1970)
+        let mac = WebhookVerifier.hmacSHA256(key: Array(webhookSecret.utf8), data: Array("\(t).".utf8) + body)
+        return StripeEvent(payload: body, signature: "t=\(t),v1=" + mac.map { String(format: "%02x", $0) }.joined())
+    }
+    let distinct = await measure(socket: socket, clients: 1, seconds: seconds, iterations: openCount) {
+        connection, _, iteration in
+        let delivery = signedDelivery(payments[iteration], "evt_bench_\(run)_\(iteration)")
+        let result = try EventResult(serialized: call(connection, .handleStripeEvent, delivery))
+        precondition(result.outcome == .applied, "event not applied: \(result.outcome)")
+        return 1
+    }
+    let repeated = signedDelivery(payments[0], "evt_bench_\(run)_0")
+    let duplicates = await measure(socket: socket, clients: 1, seconds: seconds) { connection, _, _ in
+        let result = try EventResult(serialized: call(connection, .handleStripeEvent, repeated))
+        precondition(result.outcome == .duplicate, "a redelivery was not a duplicate")
+        return 1
+    }
+    row("scenario", ["per second", "ratio to commits", "p50 / p99 us"])
+    row("durable SQLite commit (baseline)", [fixed(commitRate), "1.00", ""])
+    row("distinct events, each fulfilling", [fixed(distinct.perSecond), fixed(distinct.perSecond / commitRate, 2),
+        "\(fixed(distinct.percentile(0.5))) / \(fixed(distinct.percentile(0.99)))"])
+    row("the same event redelivered", [fixed(duplicates.perSecond), fixed(duplicates.perSecond / commitRate, 2),
+        "\(fixed(duplicates.percentile(0.5))) / \(fixed(duplicates.percentile(0.99)))"])
 }
+
 try await echo.close()
