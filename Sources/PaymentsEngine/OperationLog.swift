@@ -26,7 +26,9 @@ public enum OperationLog {
 
     static func id(_ kind: Kind, paymentID: String) -> String { "\(kind.rawValue):\(paymentID)" }
 
-    /// Starts the operation unless it exists already (a retried command continues the same one).
+    /// Starts the operation. An unfinished one of the same id is continued as it is (a retried
+    /// command resumes it); a finished one is started again with the new detail (a second
+    /// expiry of one payment, say after an asynchronous payment failed, has its own reason).
     static func start(
         _ db: Connection, _ kind: Kind, dealID: String, paymentID: String, recoveryPoint: String, detail: String? = nil,
         now: Int64
@@ -34,7 +36,11 @@ public enum OperationLog {
         try db.query(
             """
             INSERT INTO operations (id, kind, deal_id, payment_id, recovery_point, detail, created_at, updated_at)
-            VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+            ON CONFLICT (id) DO UPDATE SET recovery_point = excluded.recovery_point, detail = excluded.detail,
+                attempts = 0, last_error = NULL, next_attempt_at = NULL, finished_at = NULL,
+                updated_at = excluded.updated_at
+            WHERE operations.finished_at IS NOT NULL
             """, Self.id(kind, paymentID: paymentID), kind.rawValue, dealID, paymentID, recoveryPoint, detail, now, now)
     }
 
