@@ -166,7 +166,7 @@ def advance_clock(app, body, query):
 def complete_session(app, body, query, session_id):
     paid = _field(body, "paid", bool, True)
     method = _field(body, "payment_method", str, "card")
-    return app.store.complete_session(session_id, paid, method)
+    return app.store.complete_session(session_id, paid, method, late=_field(body, "late", bool, False))
 
 
 @route("POST", r"/_fake/sessions/(?P<session_id>[^/]+)/async_result")

@@ -181,10 +181,14 @@ class Store:
             if session["status"] == "open" and session["expires_at"] <= now:
                 self.expire_session(session["id"], AT_STRIPE)
 
-    def complete_session(self, session_id: str, paid: bool, method: str) -> dict:
-        """The customer finishes the payment page: paid now, or (async methods) later."""
+    def complete_session(self, session_id: str, paid: bool, method: str, late: bool = False) -> dict:
+        """The customer finishes the payment page: paid now, or (async methods) later.
+
+        ``late`` lets an already expired session complete: the race in which a payment
+        confirmed at Stripe just as the session expired, which a merchant must still handle.
+        """
         session = self.session(session_id)
-        if session["status"] != "open":
+        if session["status"] != "open" and not (late and session["status"] == "expired"):
             raise StripeError(409, "invalid_request_error",
                               f"Checkout Session {session_id} is {session['status']}, not open")
         requested = self._session_requests[session_id]

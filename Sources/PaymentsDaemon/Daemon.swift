@@ -85,7 +85,7 @@ public enum Daemon {
         checkoutConfiguration.checkoutTTL = Int64(configuration.checkoutTTL)
         let checkout = CheckoutEngine(
             store: store, stripe: stripe, locks: locks, configuration: checkoutConfiguration, logger: logger)
-        let events = EventInbox(store: store, locks: locks, logger: logger)
+        let events = EventInbox(store: store, checkout: checkout, locks: locks, logger: logger)
         let janitor = Janitor(checkout: checkout, events: events, logger: logger)
         let methods = PaymentsMethods(
             store: store, metrics: metrics, checkout: checkout, events: events, janitor: janitor,

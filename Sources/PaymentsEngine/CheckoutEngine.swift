@@ -37,7 +37,7 @@ public final class CheckoutEngine: Sendable {
     let stripe: StripeClient
     private let locks: KeyedLockTable<String>
     private let configuration: Configuration
-    private let logger: Logger
+    let logger: Logger
     let now: @Sendable () -> Int64
 
     public init(
@@ -315,6 +315,8 @@ public final class CheckoutEngine: Sendable {
             } else {
                 _ = try await self.createSession(paymentID: operation.paymentID, deadline: deadline)
             }
+        case .refundLatePayment:
+            try await self.refundLatePayment(paymentID: operation.paymentID, deadline: deadline)
         case .expireSession:
             do {
                 let crashPoint =

@@ -19,15 +19,17 @@ public final class EventInbox: Sendable {
     }
 
     private let store: Store
+    private let checkout: CheckoutEngine
     private let locks: KeyedLockTable<String>
     private let logger: Logger
     private let now: @Sendable () -> Int64
 
     public init(
-        store: Store, locks: KeyedLockTable<String>, logger: Logger,
+        store: Store, checkout: CheckoutEngine, locks: KeyedLockTable<String>, logger: Logger,
         now: @escaping @Sendable () -> Int64 = { Int64(time(nil)) }
     ) {
         self.store = store
+        self.checkout = checkout
         self.locks = locks
         self.logger = logger
         self.now = now
@@ -82,7 +84,13 @@ public final class EventInbox: Sendable {
         }
         do {
             return try await self.locks.withLock(CheckoutEngine.dealLock(dealID), deadline: deadline) {
-                try await self.store.write { db in try self.applyLocked(db, eventID: eventID) }
+                let (outcome, refund) = try await self.store.write { db in try self.applyLocked(db, eventID: eventID) }
+                if let refund {
+                    // The money goes back in its own step; if Stripe cannot be reached now the
+                    // janitor resumes the refund operation, and the event stays applied.
+                    try? await self.checkout.refundLatePayment(paymentID: refund, deadline: deadline)
+                }
+                return outcome
             }
         } catch is LockTimeout {
             throw PaymentsError.lockTimeout
@@ -116,7 +124,7 @@ public final class EventInbox: Sendable {
 
     /// One event, in one transaction under its deal's lock. States only move forward: an event
     /// that would move a payment back is recorded and changes nothing.
-    private func applyLocked(_ db: Connection, eventID: String) throws -> Outcome {
+    private func applyLocked(_ db: Connection, eventID: String) throws -> (Outcome, refund: String?) {
         let now = self.now()
         guard
             let row = try db.queryFirst(
@@ -124,20 +132,21 @@ public final class EventInbox: Sendable {
                 SELECT type, object_id, payment_id, payment_status, payment_intent_id, state
                 FROM stripe_events WHERE event_id = ?
                 """, eventID), row.string(5) == "PENDING"
-        else { return .duplicate }
+        else { return (.duplicate, nil) }
         let type = row.string(0)
         guard
             let payment = try Self.payment(
                 db, paymentID: row.optionalString(2), objectID: row.string(1), paymentIntentID: row.optionalString(4))
         else {
             try Self.settle(db, eventID, state: "IGNORED", note: "no payment of paymentsd", now: now)
-            return .ignored
+            return (.ignored, nil)
         }
         let note: String
+        var refund: String? = nil
         switch type {
         case "checkout.session.completed" where row.optionalString(3) == "paid",
             "checkout.session.async_payment_succeeded":
-            note = try self.fulfil(db, payment, paymentIntentID: row.optionalString(4), source: type, now: now)
+            (note, refund) = try self.fulfil(db, payment, paymentIntentID: row.optionalString(4), source: type, now: now)
         case "checkout.session.completed":
             note = "completed, payment not yet settled (asynchronous method)"
             try AuditLog.append(db, dealID: payment.dealID, paymentID: payment.paymentID, kind: "checkout.completed_unpaid", now: now)
@@ -152,29 +161,38 @@ public final class EventInbox: Sendable {
                 detail: "event_id=\(eventID) object_id=\(row.string(1))", now: now)
         default:
             try Self.settle(db, eventID, state: "IGNORED", note: "type not acted on", now: now)
-            return .ignored
+            return (.ignored, nil)
         }
         try Self.settle(db, eventID, state: "APPLIED", note: note, now: now)
-        return .applied
+        return (.applied, refund)
     }
 
+    /// Returns a note for the inbox, and the payment to refund when a late payment found no stock.
     private func fulfil(_ db: Connection, _ payment: PaymentRecord, paymentIntentID: String?, source: String, now: Int64)
-        throws -> String
+        throws -> (String, String?)
     {
         switch payment.status {
         case .created:
             try Fulfilment.apply(db, payment, paymentIntentID: paymentIntentID, source: source, now: now)
-            return "fulfilled"
+            return ("fulfilled", nil)
         case .paid, .partiallyRefunded, .refunded:
-            return "already fulfilled"
-        case .expired, .canceled, .failed, .unspecified:
-            // Paid at Stripe after paymentsd closed the checkout: recorded for the late-payment path.
+            return ("already fulfilled", nil)
+        case .failed:
+            // Stripe said this payment failed; a success for it contradicts that. States only move
+            // forward: recorded for the operator, nothing changes.
             try AuditLog.append(
                 db, dealID: payment.dealID, paymentID: payment.paymentID, kind: "payment.late",
-                from: payment.status.name, detail: "source=\(source)", now: now)
-            self.logger.error(
-                "payment arrived for a closed checkout", metadata: ["payment_id": "\(payment.paymentID)"])
-            return "late payment recorded"
+                from: payment.status.name, detail: "success after a failure: recorded, nothing changed", now: now)
+            self.logger.error("a success arrived for a failed payment", metadata: ["payment_id": "\(payment.paymentID)"])
+            return ("late: payment is FAILED, nothing changed", nil)
+        case .expired, .canceled:
+            // Paid at Stripe after paymentsd closed the checkout (guarantee 5).
+            self.logger.warning("payment arrived for a closed checkout", metadata: ["payment_id": "\(payment.paymentID)"])
+            let mustRefund = try CheckoutEngine.applyLatePayment(
+                db, payment, paymentIntentID: paymentIntentID, source: source, now: now)
+            return mustRefund ? ("late payment, stock gone: refunding", payment.paymentID) : ("late payment fulfilled", nil)
+        case .unspecified:
+            preconditionFailure("a stored payment has no status")
         }
     }
 

@@ -6,12 +6,16 @@ import PaymentsStore
 /// its held stock is committed, and one order is created (UNIQUE per
 /// payment). Running it again for a paid payment changes nothing.
 enum Fulfilment {
-    /// Fulfils `payment` if it is still open; returns whether this call did.
+    /// Fulfils `payment` if it is not paid yet; returns whether this call did. A closed checkout
+    /// (a late payment) must have had its stock held again by the caller first.
     @discardableResult
     static func apply(_ db: Connection, _ payment: PaymentRecord, paymentIntentID: String?, source: String, now: Int64)
         throws -> Bool
     {
-        guard payment.status == .created else { return false }
+        switch payment.status {
+        case .created, .expired, .canceled: break
+        case .paid, .partiallyRefunded, .refunded, .failed, .unspecified: return false
+        }
         try db.query(
             "UPDATE payments SET payment_intent_id = coalesce(?, payment_intent_id) WHERE payment_id = ?",
             paymentIntentID, payment.paymentID)

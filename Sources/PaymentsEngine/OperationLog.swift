@@ -12,6 +12,8 @@ public enum OperationLog {
         case createSession = "create_session"
         /// Expire a payment's session at Stripe, then release what it held.
         case expireSession = "expire_session"
+        /// Refund a payment that arrived for stock or a claim no longer there (guarantee 5).
+        case refundLatePayment = "refund_late_payment"
     }
 
     public struct Record: Sendable, Equatable {

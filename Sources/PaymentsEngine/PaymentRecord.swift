@@ -130,6 +130,8 @@ extension PaymentStatus {
         switch (self, next) {
         case (.created, .paid), (.created, .expired), (.created, .canceled), (.created, .failed):
             true
+        case (.expired, .paid), (.canceled, .paid):
+            true  // a late payment for a checkout paymentsd closed, whose stock could be held again
         case (.paid, .partiallyRefunded), (.paid, .refunded), (.partiallyRefunded, .refunded),
             (.partiallyRefunded, .partiallyRefunded):
             true

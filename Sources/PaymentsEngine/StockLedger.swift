@@ -61,7 +61,12 @@ public enum StockLedger {
                 "UPDATE stock SET reserved = reserved + ?, updated_at = ? WHERE sku = ? AND on_hand - reserved >= ?",
                 quantity, now, sku, quantity)
             if db.changes == 1 {
-                try db.query("INSERT INTO reservations VALUES (?, ?, ?, 'HELD')", paymentID, sku, quantity)
+                // A late payment holds again what it had released: the row exists, RELEASED.
+                try db.query(
+                    """
+                    INSERT INTO reservations VALUES (?, ?, ?, 'HELD')
+                    ON CONFLICT (payment_id, sku) DO UPDATE SET quantity = excluded.quantity, state = 'HELD'
+                    """, paymentID, sku, quantity)
             } else if try Self.get(db, sku: sku) != nil {
                 throw PaymentsError.insufficientStock(sku: sku)
             }

@@ -47,3 +47,11 @@ struct StripeErrorBody: Decodable {
     }
     let error: Detail
 }
+
+/// The fields of a Stripe Refund that paymentsd uses.
+public struct RefundObject: Decodable, Sendable, Equatable {
+    public let id: String
+    public let amount: Int64?
+    /// "pending", "requires_action", "succeeded", "failed" or "canceled".
+    public let status: String?
+}

@@ -61,6 +61,13 @@ public final class StripeClient: Sendable {
             idempotencyKey: idempotencyKey, deadline: deadline)
     }
 
+    /// `POST /v1/refunds`.
+    public func createRefund(
+        _ parameters: FormParameters, idempotencyKey: String, deadline: ContinuousClock.Instant
+    ) async throws -> RefundObject {
+        try await self.call("POST", "/v1/refunds", parameters, idempotencyKey: idempotencyKey, deadline: deadline)
+    }
+
     /// Whether the breaker lets calls through now (for metrics and health).
     public var isCircuitOpen: Bool {
         self.breaker.withLock { breaker in

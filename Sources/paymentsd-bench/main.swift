@@ -54,7 +54,7 @@ let locks = KeyedLockTable<String>()
 let stripe = StripeClient(configuration: .init(baseURL: fake.url, secretKey: FakeStripeProcess.apiKey))
 let checkout = CheckoutEngine(
     store: store, stripe: stripe, locks: locks, configuration: .init(), logger: Logger(label: "bench"))
-let events = EventInbox(store: store, locks: locks, logger: Logger(label: "bench"))
+let events = EventInbox(store: store, checkout: checkout, locks: locks, logger: Logger(label: "bench"))
 let webhookSecret = "whsec_bench"
 let table = PaymentsMethods(
     store: store, metrics: metrics, checkout: checkout, events: events,

@@ -33,7 +33,7 @@ import Glibc
                 store: self.store, stripe: stripe, locks: locks, configuration: .init(), logger: logger,
                 now: { clock.value })
             self.janitor = Janitor(
-                checkout: self.checkout, events: EventInbox(store: self.store, locks: locks, logger: logger, now: { clock.value }),
+                checkout: self.checkout, events: EventInbox(store: self.store, checkout: self.checkout, locks: locks, logger: logger, now: { clock.value }),
                 logger: logger)
         }
 

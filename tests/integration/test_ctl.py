@@ -73,3 +73,39 @@ def test_checkout_stock_and_payment_commands(start_daemon, tmp_path):
         assert bad.returncode == 1 and "invalid_field" in bad.stderr and "field=currency" in bad.stderr
     finally:
         fs.stop()
+
+
+def test_webhook_confirm_cancel_and_reconcile_commands(start_daemon, tmp_path):
+    import sys
+    sys.path.insert(0, str(h.REPO_ROOT))
+    from fakestripe.server import FakeStripe
+    import checkout_support as cs
+    import webhook_support as ws
+    fs = FakeStripe(port=0, api_key="sk_test_fake", webhook_secret="whsec_test_secret").start()
+    try:
+        d = start_daemon(env={"STRIPE_API_BASE": fs.url})
+        s = ["--socket", d.socket_path]
+        fake = cs.FakeStripeHandle(fs)
+        for deal in ("c1", "c2"):
+            assert ctl(*s, "checkout", "--deal", deal, "--item", "tee:Tee:1:1500",
+                       "--success-url", "https://a", "--cancel-url", "https://b").returncode == 0
+        # Paid at Stripe; the webhook body, forwarded from a file, fulfils it.
+        session = json.loads(ctl(*s, "--json", "payment", "--deal", "c1").stdout)["checkout_session_id"]
+        fake.complete_session(session)
+        body, signature = ws.session_delivery(fake, session, ws.COMPLETED)
+        (tmp_path / "event.json").write_bytes(body)
+        forwarded = ctl(*s, "webhook", "--file", str(tmp_path / "event.json"), "--signature", signature)
+        assert forwarded.returncode == 0 and forwarded.stdout.startswith("APPLIED evt_"), forwarded
+        again = ctl(*s, "--json", "webhook", "--file", str(tmp_path / "event.json"), "--signature", signature)
+        assert json.loads(again.stdout)["outcome"] == "DUPLICATE"
+        bad = ctl(*s, "webhook", "--file", str(tmp_path / "event.json"), "--signature", "t=1,v1=00")
+        assert bad.returncode == 1 and "UNAUTHENTICATED bad_signature" in bad.stderr
+        confirmed = json.loads(ctl(*s, "--json", "confirm", "--deal", "c1").stdout)
+        assert confirmed["status"] == "PAID" and confirmed["order_id"]
+        canceled = ctl(*s, "cancel", "--deal", "c2", "--reason", "customer left")
+        assert canceled.returncode == 0 and " CANCELED deal=c2" in canceled.stdout, canceled
+        assert ctl(*s, "cancel", "--deal", "c2").returncode == 1
+        report = ctl(*s, "reconcile")
+        assert report.returncode == 0 and report.stdout.startswith("expired=0 resumed=0"), report
+    finally:
+        fs.stop()
