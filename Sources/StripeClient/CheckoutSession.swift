@@ -11,30 +11,11 @@ public struct CheckoutSession: Decodable, Sendable, Equatable {
     public let paymentStatus: String?
     public let url: String?
     public let paymentIntent: String?
-    public let subscription: String?
-    public let expiresAt: Int64?
-    public let amountTotal: Int64?
 
     enum CodingKeys: String, CodingKey {
-        case id, status, url, subscription
+        case id, status, url
         case paymentStatus = "payment_status"
         case paymentIntent = "payment_intent"
-        case expiresAt = "expires_at"
-        case amountTotal = "amount_total"
-    }
-
-    public init(
-        id: String, status: String?, paymentStatus: String?, url: String?, paymentIntent: String?,
-        subscription: String?, expiresAt: Int64?, amountTotal: Int64?
-    ) {
-        self.id = id
-        self.status = status
-        self.paymentStatus = paymentStatus
-        self.url = url
-        self.paymentIntent = paymentIntent
-        self.subscription = subscription
-        self.expiresAt = expiresAt
-        self.amountTotal = amountTotal
     }
 }
 

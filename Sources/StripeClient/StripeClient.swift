@@ -68,16 +68,6 @@ public final class StripeClient: Sendable {
         try await self.call("POST", "/v1/refunds", parameters, idempotencyKey: idempotencyKey, deadline: deadline)
     }
 
-    /// Whether the breaker lets calls through now (for metrics and health).
-    public var isCircuitOpen: Bool {
-        self.breaker.withLock { breaker in
-            switch breaker.state {
-            case .closed: false
-            case .open, .probing: true
-            }
-        }
-    }
-
     private func call<Object: Decodable>(
         _ method: String, _ path: String, _ parameters: FormParameters, idempotencyKey: String? = nil,
         deadline: ContinuousClock.Instant
