@@ -191,8 +191,17 @@ class App:
                     return error_response(error)
                 if stored is not None:
                     self.idempotent_replays += 1
-                    return Response(stored.status, stored.body, headers={
-                        "Idempotent-Replayed": "true", "Original-Request": stored.request_id})
+            if stored is not None:
+                # A replay suffers the route's scripted fault like any other request:
+                # a slow Stripe is slow to replay too, and a connection can break after
+                # a replayed answer as after a fresh one. (Serving the replay first
+                # silently used the fault up.)
+                if fault is not None and fault.kind == "delay":
+                    time.sleep(fault.ms / 1000)
+                return Response(stored.status, stored.body, drop=fault is not None
+                                and fault.kind == "apply_then_drop", headers={
+                                    "Idempotent-Replayed": "true",
+                                    "Original-Request": stored.request_id})
         if fault is not None and fault.kind == "delay":
             time.sleep(fault.ms / 1000)
         try:

@@ -13,6 +13,10 @@ were scripted. Kinds:
   as a slow Stripe would), then handle the request normally.
 - ``apply_then_drop``: handle the request fully, store its answer under its
   idempotency key, then close the connection without answering.
+
+A request answered from the idempotency store (a replay) suffers a ``delay``
+or ``apply_then_drop`` fault too: it waits, or its replayed answer is
+dropped. The fault is never used up without an effect.
 - ``drop``: close the connection without answering and without applying.
 
 Not thread-safe by itself: the app calls it under its one lock.

@@ -35,6 +35,9 @@ public final class CheckoutEngine: Sendable {
 
     let store: Store
     let stripe: StripeClient
+    /// Refunds share this engine's store, Stripe client, locks and clock: late payments start
+    /// them, and the operations this engine resumes include theirs.
+    public let refunds: RefundEngine
     private let locks: KeyedLockTable<String>
     private let configuration: Configuration
     let logger: Logger
@@ -46,6 +49,7 @@ public final class CheckoutEngine: Sendable {
     ) {
         self.store = store
         self.stripe = stripe
+        self.refunds = RefundEngine(store: store, stripe: stripe, locks: locks, logger: logger, now: now)
         self.locks = locks
         self.configuration = configuration
         self.logger = logger
@@ -56,7 +60,7 @@ public final class CheckoutEngine: Sendable {
     static let expiredByTime = "expired_by_time"
 
     /// The lock key of a deal; customers (subscriptions) are locked before deals.
-    public static func dealLock(_ dealID: String) -> String { "deal:\(dealID)" }
+    public static func dealLock(_ dealID: String) -> String { KeyedLockTable<String>.dealKey(dealID) }
 
     /// Opens a checkout for the deal, or returns the open one (`created == false`).
     public func createCheckout(_ request: CheckoutRequest, deadline: ContinuousClock.Instant) async throws
@@ -315,8 +319,8 @@ public final class CheckoutEngine: Sendable {
             } else {
                 _ = try await self.createSession(paymentID: operation.paymentID, deadline: deadline)
             }
-        case .refundLatePayment:
-            try await self.refundLatePayment(paymentID: operation.paymentID, deadline: deadline)
+        case .sendRefund:
+            try await self.refunds.send(refundID: operation.detail ?? "", deadline: deadline)
         case .expireSession:
             do {
                 let crashPoint =
@@ -335,11 +339,7 @@ public final class CheckoutEngine: Sendable {
     func withDealLock<Result: Sendable>(
         _ dealID: String, deadline: ContinuousClock.Instant, _ body: () async throws -> Result
     ) async throws -> Result {
-        do {
-            return try await self.locks.withLock(Self.dealLock(dealID), deadline: deadline, body)
-        } catch is LockTimeout {
-            throw PaymentsError.lockTimeout
-        }
+        try await self.locks.withDealLock(dealID, deadline: deadline, body)
     }
 
     /// A new random identifier: prefix and 24 characters of [0-9a-z].

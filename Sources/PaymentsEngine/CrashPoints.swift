@@ -20,6 +20,9 @@ public enum CrashPoints {
         "confirm_checkout.session_retrieved",
         "cancel_checkout.session_expired",
         "janitor.session_expired",
+        "refund_payment.refund_recorded",
+        "refund_payment.stripe_answered",
+        "refund_payment.result_recorded",
     ]
 
     private static let armed = Mutex<String?>(nil)

@@ -47,7 +47,16 @@ public final class EventInbox: Sendable {
                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'PENDING', ?) ON CONFLICT (event_id) DO NOTHING
                 """, event.eventID, event.type, event.created, event.objectID, event.dealID, event.paymentID,
                 event.objectStatus, event.paymentStatus, event.paymentIntentID, now)
-            return db.changes == 1
+            guard db.changes == 1 else { return false }
+            for refund in event.refunds {
+                try db.query(
+                    """
+                    INSERT INTO stripe_event_refunds (event_id, stripe_refund_id, amount, status, refund_id, failure_reason)
+                    VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING
+                    """, event.eventID, refund.id, refund.amount ?? 0, refund.status ?? "", refund.paymentsdRefundID,
+                    refund.failureReason)
+            }
+            return true
         }
         guard stored else { return .duplicate }
         CrashPoints.reach("stripe_event.stored")
@@ -88,7 +97,7 @@ public final class EventInbox: Sendable {
                 if let refund {
                     // The money goes back in its own step; if Stripe cannot be reached now the
                     // janitor resumes the refund operation, and the event stays applied.
-                    try? await self.checkout.refundLatePayment(paymentID: refund, deadline: deadline)
+                    try? await self.checkout.refunds.send(refundID: refund, deadline: deadline)
                 }
                 return outcome
             }
@@ -155,10 +164,21 @@ public final class EventInbox: Sendable {
         case "checkout.session.expired":
             note = try self.close(db, payment, to: .expired, kind: "checkout.expired", now: now)
         case "charge.refunded", "refund.created", "refund.updated", "refund.failed":
-            note = "refund event recorded"
-            try AuditLog.append(
-                db, dealID: payment.dealID, paymentID: payment.paymentID, kind: "stripe.\(type)",
-                detail: "event_id=\(eventID) object_id=\(row.string(1))", now: now)
+            // Refunds paymentsd sent are settled; ones made at Stripe (the dashboard) recorded, once each.
+            let refunds = try db.query(
+                """
+                SELECT stripe_refund_id, amount, status, refund_id, failure_reason FROM stripe_event_refunds
+                WHERE event_id = ? ORDER BY rowid
+                """, eventID)
+            for refund in refunds {
+                try RefundLedger.record(
+                    db, payment,
+                    RefundObject(
+                        id: refund.string(0), amount: refund.int64(1), status: refund.string(2),
+                        failureReason: refund.optionalString(4), paymentsdRefundID: refund.optionalString(3)),
+                    now: now)
+            }
+            note = "refunds named: \(refunds.count)"
         default:
             try Self.settle(db, eventID, state: "IGNORED", note: "type not acted on", now: now)
             return (.ignored, nil)
@@ -167,7 +187,7 @@ public final class EventInbox: Sendable {
         return (.applied, refund)
     }
 
-    /// Returns a note for the inbox, and the payment to refund when a late payment found no stock.
+    /// Returns a note for the inbox, and the refund to send when a late payment found no stock.
     private func fulfil(_ db: Connection, _ payment: PaymentRecord, paymentIntentID: String?, source: String, now: Int64)
         throws -> (String, String?)
     {
@@ -188,9 +208,9 @@ public final class EventInbox: Sendable {
         case .expired, .canceled:
             // Paid at Stripe after paymentsd closed the checkout (guarantee 5).
             self.logger.warning("payment arrived for a closed checkout", metadata: ["payment_id": "\(payment.paymentID)"])
-            let mustRefund = try CheckoutEngine.applyLatePayment(
+            let refundID = try CheckoutEngine.applyLatePayment(
                 db, payment, paymentIntentID: paymentIntentID, source: source, now: now)
-            return mustRefund ? ("late payment, stock gone: refunding", payment.paymentID) : ("late payment fulfilled", nil)
+            return refundID == nil ? ("late payment fulfilled", nil) : ("late payment, stock gone: refunding", refundID)
         case .unspecified:
             preconditionFailure("a stored payment has no status")
         }

@@ -4,7 +4,8 @@ import PaymentsStore
 /// The janitor's sweep (guarantee 9): nothing stays half-done or open past its time.
 ///
 /// One sweep resumes the unfinished operations that are due, applies webhook
-/// events stored but not applied, and expires checkouts past `expires_at`
+/// events stored but not applied, asks Stripe about refunds it left pending
+/// too long, and expires checkouts past `expires_at`
 /// plus a grace, Stripe first, then the release. It counts what it could
 /// not fix. Runs every PAYMENTSD_JANITOR_INTERVAL seconds and on `Reconcile`.
 public final class Janitor: Sendable {
@@ -37,6 +38,7 @@ public final class Janitor: Sendable {
         var report = Report()
         report.resumed = await self.checkout.resumeUnfinished(force: force)
         report.repaired = await self.events.applyPending()
+        report.repaired += await self.checkout.refunds.settleStalePending(deadline: .now + .seconds(30))
         report.expired = await self.expireOverdue()
         do {
             let counts = try await self.checkout.store.read { db in try Self.counts(db) }

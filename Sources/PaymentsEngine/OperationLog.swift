@@ -12,8 +12,9 @@ public enum OperationLog {
         case createSession = "create_session"
         /// Expire a payment's session at Stripe, then release what it held.
         case expireSession = "expire_session"
-        /// Refund a payment that arrived for stock or a claim no longer there (guarantee 5).
-        case refundLatePayment = "refund_late_payment"
+        /// Send a PENDING refund to Stripe and record its answer; one operation per refund,
+        /// its `detail` the refund id (guarantee 7, and late payments of guarantee 5).
+        case sendRefund = "send_refund"
     }
 
     public struct Record: Sendable, Equatable {
@@ -26,14 +27,18 @@ public enum OperationLog {
         public let detail: String?
     }
 
-    static func id(_ kind: Kind, paymentID: String) -> String { "\(kind.rawValue):\(paymentID)" }
+    /// An operation's id: its kind and what it works on, the payment unless `subject` names
+    /// something finer (a refund: a payment has many).
+    static func id(_ kind: Kind, paymentID: String, subject: String? = nil) -> String {
+        "\(kind.rawValue):\(subject ?? paymentID)"
+    }
 
     /// Starts the operation. An unfinished one of the same id is continued as it is (a retried
     /// command resumes it); a finished one is started again with the new detail (a second
     /// expiry of one payment, say after an asynchronous payment failed, has its own reason).
     static func start(
-        _ db: Connection, _ kind: Kind, dealID: String, paymentID: String, recoveryPoint: String, detail: String? = nil,
-        now: Int64
+        _ db: Connection, _ kind: Kind, dealID: String, paymentID: String, subject: String? = nil, recoveryPoint: String,
+        detail: String? = nil, now: Int64
     ) throws {
         try db.query(
             """
@@ -43,7 +48,7 @@ public enum OperationLog {
                 attempts = 0, last_error = NULL, next_attempt_at = NULL, finished_at = NULL,
                 updated_at = excluded.updated_at
             WHERE operations.finished_at IS NOT NULL
-            """, Self.id(kind, paymentID: paymentID), kind.rawValue, dealID, paymentID, recoveryPoint, detail, now, now)
+            """, Self.id(kind, paymentID: paymentID, subject: subject), kind.rawValue, dealID, paymentID, recoveryPoint, detail, now, now)
     }
 
     static func advance(_ db: Connection, _ kind: Kind, paymentID: String, to recoveryPoint: String, detail: String?, now: Int64)
@@ -54,20 +59,22 @@ public enum OperationLog {
             now, Self.id(kind, paymentID: paymentID))
     }
 
-    static func finish(_ db: Connection, _ kind: Kind, paymentID: String, now: Int64) throws {
+    static func finish(_ db: Connection, _ kind: Kind, paymentID: String, subject: String? = nil, now: Int64) throws {
         try db.query(
             "UPDATE operations SET recovery_point = 'done', finished_at = ?, updated_at = ? WHERE id = ? AND finished_at IS NULL",
-            now, now, Self.id(kind, paymentID: paymentID))
+            now, now, Self.id(kind, paymentID: paymentID, subject: subject))
     }
 
     /// Notes a failed attempt; the janitor waits longer after each (2, 4, 8 ... up to 300 s).
-    static func recordFailure(_ db: Connection, _ kind: Kind, paymentID: String, error: String, now: Int64) throws {
+    static func recordFailure(
+        _ db: Connection, _ kind: Kind, paymentID: String, subject: String? = nil, error: String, now: Int64
+    ) throws {
         try db.query(
             """
             UPDATE operations SET attempts = attempts + 1, last_error = ?, updated_at = ?,
                 next_attempt_at = ? + min(300, 1 << min(attempts + 1, 9))
             WHERE id = ? AND finished_at IS NULL
-            """, error, now, now, Self.id(kind, paymentID: paymentID))
+            """, error, now, now, Self.id(kind, paymentID: paymentID, subject: subject))
     }
 
     static func find(_ db: Connection, _ kind: Kind, paymentID: String) throws -> Record? {

@@ -1,7 +1,7 @@
 import PaymentsStore
 import PaymentsWire
 
-/// A payment as stored, with its line items.
+/// A payment as stored, with its line items and refunds.
 public struct PaymentRecord: Sendable, Equatable {
     public var paymentID: String
     public var dealID: String
@@ -25,6 +25,8 @@ public struct PaymentRecord: Sendable, Equatable {
     public var updatedAt: Int64
     public var items: [LineItemRecord]
     public var metadata: [Header]
+    /// Its refunds, oldest first.
+    public var refunds: [RefundRecord]
 
     static let columns = """
         p.payment_id, p.deal_id, p.customer_ref, p.mode, p.status, p.currency, p.amount_total, p.amount_refunded,
@@ -81,7 +83,8 @@ public struct PaymentRecord: Sendable, Equatable {
             checkoutSessionID: row.optionalString(12), checkoutURL: row.optionalString(13),
             paymentIntentID: row.optionalString(14), subscriptionID: row.optionalString(15),
             failureReason: row.optionalString(16), orderID: row.optionalString(17), createdAt: row.int64(18),
-            updatedAt: row.int64(19), items: items, metadata: metadata)
+            updatedAt: row.int64(19), items: items, metadata: metadata,
+            refunds: try RefundRecord.all(db, paymentID: paymentID))
     }
 
     /// Inserts a new CREATED payment with its items and metadata.

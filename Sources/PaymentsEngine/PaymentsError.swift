@@ -16,6 +16,10 @@ public enum PaymentsError: Error, Sendable, Equatable {
     case timestampOutsideTolerance
     case alreadyPaid(paymentID: String)
     case alreadyRefunded(paymentID: String)
+    /// A refund of a payment that is not PAID or PARTIALLY_REFUNDED.
+    case paymentNotPaid(paymentID: String, status: String)
+    /// A refund larger than what remains of the payment; `remaining` may be refunded.
+    case refundExceedsRemaining(remaining: Int64)
     /// Stripe refused the request; `code` is Stripe's error code (may be empty).
     case stripeRejected(code: String, message: String)
     /// Stripe's answer is unknown; the operation resumes later with the same idempotency key.

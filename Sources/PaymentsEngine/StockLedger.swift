@@ -83,6 +83,16 @@ public enum StockLedger {
         try Self.settle(db, paymentID: paymentID, to: "COMMITTED", onHandChange: 1, now: now)
     }
 
+    /// Returns a refunded order's sold stock to on hand (its caller makes sure it happens once).
+    static func restock(_ db: Connection, paymentID: String, now: Int64) throws {
+        let sold = try db.query(
+            "SELECT sku, quantity FROM reservations WHERE payment_id = ? AND state = 'COMMITTED'", paymentID)
+        for row in sold {
+            try db.query(
+                "UPDATE stock SET on_hand = on_hand + ?, updated_at = ? WHERE sku = ?", row.int64(1), now, row.string(0))
+        }
+    }
+
     private static func settle(_ db: Connection, paymentID: String, to state: String, onHandChange: Int64, now: Int64)
         throws
     {

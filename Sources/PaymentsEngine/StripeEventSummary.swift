@@ -1,4 +1,5 @@
 import Foundation
+import StripeClient
 
 /// The fields of a Stripe event that paymentsd acts on, and no others.
 ///
@@ -16,9 +17,23 @@ public struct StripeEventSummary: Sendable, Equatable {
     public let objectStatus: String?
     public let paymentStatus: String?
     public let paymentIntentID: String?
+    /// The refunds the event names: its object for `refund.*`, the charge's list for `charge.refunded`.
+    public let refunds: [RefundObject]
 
     private struct Envelope: Decodable {
-        struct Payload: Decodable { let object: Object }
+        struct Payload: Decodable {
+            let object: Object
+            let refund: RefundObject?
+
+            private enum CodingKeys: String, CodingKey { case object }
+
+            init(from decoder: any Decoder) throws {
+                let container = try decoder.container(keyedBy: CodingKeys.self)
+                self.object = try container.decode(Object.self, forKey: .object)
+                self.refund = self.object.object == "refund" ? try? container.decode(RefundObject.self, forKey: .object) : nil
+            }
+        }
+        struct RefundList: Decodable { let data: [RefundObject]? }
         struct Object: Decodable {
             let id: String?
             let object: String?
@@ -27,6 +42,8 @@ public struct StripeEventSummary: Sendable, Equatable {
             let payment_intent: String?
             let client_reference_id: String?
             let metadata: [String: String]?
+            /// A charge's refunds (`charge.refunded`), when Stripe includes them.
+            let refunds: RefundList?
         }
         let id: String
         let type: String
@@ -41,10 +58,12 @@ public struct StripeEventSummary: Sendable, Equatable {
         else { return nil }
         let object = envelope.data.object
         let isSession = object.object == "checkout.session"
+        let refunds = envelope.data.refund.map { [$0] } ?? (object.object == "charge" ? object.refunds?.data ?? [] : [])
         return StripeEventSummary(
             eventID: envelope.id, type: envelope.type, created: envelope.created ?? 0, objectID: object.id ?? "",
             dealID: object.metadata?["deal_id"] ?? (isSession ? object.client_reference_id : nil),
-            paymentID: isSession ? object.metadata?["payment_id"] : nil,
-            objectStatus: object.status, paymentStatus: object.payment_status, paymentIntentID: object.payment_intent)
+            paymentID: isSession || object.object == "refund" ? object.metadata?["payment_id"] : nil,
+            objectStatus: object.status, paymentStatus: object.payment_status, paymentIntentID: object.payment_intent,
+            refunds: refunds)
     }
 }

@@ -38,6 +38,14 @@ extension PaymentsError: RPCErrorConvertible {
             RPCError(
                 .failedPrecondition, "already_refunded", "the deal's payment was refunded",
                 details: [Header("payment_id", paymentID)])
+        case .paymentNotPaid(let paymentID, let status):
+            RPCError(
+                .failedPrecondition, "payment_not_paid", "only a PAID or PARTIALLY_REFUNDED payment can be refunded",
+                details: [Header("payment_id", paymentID), Header("status", status)])
+        case .refundExceedsRemaining(let remaining):
+            RPCError(
+                .outOfRange, "refund_exceeds_remaining", "the refund is larger than what remains of the payment",
+                details: [Header("remaining", String(remaining))])
         case .stripeRejected(let code, let message):
             RPCError(
                 .failedPrecondition, "stripe_rejected", "Stripe rejected the request: \(message)",

@@ -56,6 +56,7 @@ public struct PaymentsMethods: Sendable {
             try await self.confirmCheckout(request, context)
         }
         table.register(.cancelCheckout) { payload, context in try await self.cancelCheckout(payload, context) }
+        table.register(.refundPayment) { payload, context in try await self.refundPayment(payload, context) }
         table.register(.reconcile, ReconcileRequest.self) { _, _ in
             let report = await self.janitor.sweep(force: true)
             return ReconcileReport(

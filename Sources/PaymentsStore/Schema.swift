@@ -154,5 +154,59 @@ public enum Schema {
                 ) STRICT;
                 CREATE INDEX stripe_events_pending ON stripe_events(received_at) WHERE state = 'PENDING';
                 """),
+        Migration(
+            version: 4, name: "refunds",
+            sql: """
+                -- Guarantee 7: every refund of a payment, whoever started it. A refund paymentsd sends is
+                -- a PENDING row first; Stripe's answer (or its webhook) settles it once. FAILED frees
+                -- its amount again.
+                CREATE TABLE refunds (
+                    refund_id TEXT PRIMARY KEY,
+                    payment_id TEXT NOT NULL REFERENCES payments(payment_id),
+                    amount INTEGER NOT NULL CHECK (amount > 0),
+                    status TEXT NOT NULL CHECK (status IN ('PENDING', 'SUCCEEDED', 'FAILED')),
+                    reason TEXT NOT NULL,
+                    restock INTEGER NOT NULL DEFAULT 0 CHECK (restock IN (0, 1)),
+                    -- PAYMENTSD: sent by this service; STRIPE: made outside it (the dashboard).
+                    origin TEXT NOT NULL CHECK (origin IN ('PAYMENTSD', 'STRIPE')),
+                    -- request (RefundPayment), late_payment (guarantee 5) or outside.
+                    cause TEXT NOT NULL,
+                    stripe_refund_id TEXT UNIQUE,
+                    failure_reason TEXT,
+                    -- The RefundPayment call that asked for it: a retry with the same key resumes this row.
+                    caller_uid INTEGER,
+                    request_key TEXT,
+                    request_hash BLOB,
+                    created_at INTEGER NOT NULL,
+                    updated_at INTEGER NOT NULL
+                ) STRICT;
+                CREATE INDEX refunds_by_payment ON refunds(payment_id, created_at);
+                CREATE UNIQUE INDEX refunds_by_request ON refunds(caller_uid, request_key) WHERE request_key IS NOT NULL;
+                -- The sum of a payment's refunds that are not FAILED, pending ones included, never exceeds
+                -- what was paid: checked by the insert itself, so no read-then-write can race past it.
+                -- Refunds made at Stripe are facts to record, not requests to check (Stripe checked them).
+                CREATE TRIGGER refunds_never_exceed_payment BEFORE INSERT ON refunds
+                    WHEN NEW.origin = 'PAYMENTSD'
+                        AND (SELECT coalesce(sum(amount), 0) FROM refunds
+                             WHERE payment_id = NEW.payment_id AND status <> 'FAILED') + NEW.amount
+                            > (SELECT amount_total FROM payments WHERE payment_id = NEW.payment_id)
+                    BEGIN SELECT RAISE(ABORT, 'refund_exceeds_remaining'); END;
+
+                -- A full refund marks the order refunded; its stock goes back at most once.
+                ALTER TABLE orders ADD COLUMN refunded_at INTEGER;
+                ALTER TABLE orders ADD COLUMN restocked_at INTEGER;
+
+                -- The refunds an event names: one for refund.*, the charge's list for charge.refunded.
+                CREATE TABLE stripe_event_refunds (
+                    event_id TEXT NOT NULL REFERENCES stripe_events(event_id),
+                    stripe_refund_id TEXT NOT NULL,
+                    amount INTEGER NOT NULL,
+                    status TEXT NOT NULL,
+                    -- metadata[refund_id]: set on the refunds paymentsd sent.
+                    refund_id TEXT,
+                    failure_reason TEXT,
+                    PRIMARY KEY (event_id, stripe_refund_id)
+                ) STRICT;
+                """),
     ]
 }

@@ -149,8 +149,9 @@ public struct Payment: WireMessage, Equatable {
     public var items: [LineItem]
     public var claims: [String]
     public var subscriptionID: String
+    public var refunds: [Refund]
 
-    public init(paymentID: String = "", dealID: String = "", customerRef: String = "", mode: Mode = .unspecified, status: PaymentStatus = .unspecified, currency: String = "", amountTotal: Int64 = 0, amountRefunded: Int64 = 0, checkoutSessionID: String = "", checkoutURL: String = "", expiresAt: Int64 = 0, paymentIntentID: String = "", orderID: String = "", created: Bool = false, failureReason: String = "", createdAt: Int64 = 0, updatedAt: Int64 = 0, items: [LineItem] = [], claims: [String] = [], subscriptionID: String = "") {
+    public init(paymentID: String = "", dealID: String = "", customerRef: String = "", mode: Mode = .unspecified, status: PaymentStatus = .unspecified, currency: String = "", amountTotal: Int64 = 0, amountRefunded: Int64 = 0, checkoutSessionID: String = "", checkoutURL: String = "", expiresAt: Int64 = 0, paymentIntentID: String = "", orderID: String = "", created: Bool = false, failureReason: String = "", createdAt: Int64 = 0, updatedAt: Int64 = 0, items: [LineItem] = [], claims: [String] = [], subscriptionID: String = "", refunds: [Refund] = []) {
         self.paymentID = paymentID
         self.dealID = dealID
         self.customerRef = customerRef
@@ -171,6 +172,7 @@ public struct Payment: WireMessage, Equatable {
         self.items = items
         self.claims = claims
         self.subscriptionID = subscriptionID
+        self.refunds = refunds
     }
 
     init(c: Payments__V1__Payment) {
@@ -194,6 +196,7 @@ public struct Payment: WireMessage, Equatable {
         self.items = repeated(c.n_items, c.items, LineItem.init(c:))
         self.claims = repeatedStrings(c.n_claims, c.claims)
         self.subscriptionID = swiftString(c.subscription_id)
+        self.refunds = repeated(c.n_refunds, c.refunds, Refund.init(c:))
     }
 
     public init(serialized bytes: [UInt8]) throws {
@@ -228,6 +231,8 @@ public struct Payment: WireMessage, Equatable {
         c.pointee.n_claims = self.claims.count
         c.pointee.claims = cStringArray(self.claims, in: arena)
         c.pointee.subscription_id = arena.cString(self.subscriptionID)
+        c.pointee.n_refunds = self.refunds.count
+        c.pointee.refunds = cMessageArray(self.refunds, in: arena) { $0.cMessage(in: $1) }
         return c
     }
 
@@ -236,6 +241,206 @@ public struct Payment: WireMessage, Equatable {
         let c = self.cMessage(in: arena)
         return withExtendedLifetime(arena) {
             packToArray(size: payments__v1__payment__get_packed_size(c)) { payments__v1__payment__pack(c, $0) }
+        }
+    }
+}
+
+/// `payments.v1.RefundRequest`.
+public struct RefundRequest: WireMessage, Equatable {
+    public var dealID: String
+    public var paymentID: String
+    public var amount: Int64
+    public var reason: RefundReason
+    public var restock: Bool
+
+    public init(dealID: String = "", paymentID: String = "", amount: Int64 = 0, reason: RefundReason = .unspecified, restock: Bool = false) {
+        self.dealID = dealID
+        self.paymentID = paymentID
+        self.amount = amount
+        self.reason = reason
+        self.restock = restock
+    }
+
+    init(c: Payments__V1__RefundRequest) {
+        self.dealID = swiftString(c.deal_id)
+        self.paymentID = swiftString(c.payment_id)
+        self.amount = c.amount
+        self.reason = RefundReason(rawValue: Int(c.reason.rawValue)) ?? .unspecified
+        self.restock = c.restock != 0
+    }
+
+    public init(serialized bytes: [UInt8]) throws {
+        self = try withUnpacked(
+            bytes, descriptor: payments__v1__refund_request__descriptor, unpack: { payments__v1__refund_request__unpack(nil, $0, $1) },
+            free: { payments__v1__refund_request__free_unpacked($0, nil) }
+        ) { c in RefundRequest(c: c) }
+    }
+
+    func cMessage(in arena: CArena) -> UnsafeMutablePointer<Payments__V1__RefundRequest> {
+        let c = arena.allocate(Payments__V1__RefundRequest.self)!
+        payments__v1__refund_request__init(c)
+        c.pointee.deal_id = arena.cString(self.dealID)
+        c.pointee.payment_id = arena.cString(self.paymentID)
+        c.pointee.amount = self.amount
+        c.pointee.reason = Payments__V1__RefundReason(rawValue: UInt32(self.reason.rawValue))
+        c.pointee.restock = self.restock ? 1 : 0
+        return c
+    }
+
+    public func serialized() -> [UInt8] {
+        let arena = CArena()
+        let c = self.cMessage(in: arena)
+        return withExtendedLifetime(arena) {
+            packToArray(size: payments__v1__refund_request__get_packed_size(c)) { payments__v1__refund_request__pack(c, $0) }
+        }
+    }
+}
+
+/// `payments.v1.Refund`.
+public struct Refund: WireMessage, Equatable {
+    public var refundID: String
+    public var paymentID: String
+    public var amount: Int64
+    public var status: RefundStatus
+    public var stripeRefundID: String
+    public var payment: Payment?
+    public var reason: RefundReason
+    public var failureReason: String
+    public var createdAt: Int64
+
+    public init(refundID: String = "", paymentID: String = "", amount: Int64 = 0, status: RefundStatus = .unspecified, stripeRefundID: String = "", payment: Payment? = nil, reason: RefundReason = .unspecified, failureReason: String = "", createdAt: Int64 = 0) {
+        self.refundID = refundID
+        self.paymentID = paymentID
+        self.amount = amount
+        self.status = status
+        self.stripeRefundID = stripeRefundID
+        self.payment = payment
+        self.reason = reason
+        self.failureReason = failureReason
+        self.createdAt = createdAt
+    }
+
+    init(c: Payments__V1__Refund) {
+        self.refundID = swiftString(c.refund_id)
+        self.paymentID = swiftString(c.payment_id)
+        self.amount = c.amount
+        self.status = RefundStatus(rawValue: Int(c.status.rawValue)) ?? .unspecified
+        self.stripeRefundID = swiftString(c.stripe_refund_id)
+        self.payment = c.payment.map { Payment(c: $0.pointee) }
+        self.reason = RefundReason(rawValue: Int(c.reason.rawValue)) ?? .unspecified
+        self.failureReason = swiftString(c.failure_reason)
+        self.createdAt = c.created_at
+    }
+
+    public init(serialized bytes: [UInt8]) throws {
+        self = try withUnpacked(
+            bytes, descriptor: payments__v1__refund__descriptor, unpack: { payments__v1__refund__unpack(nil, $0, $1) },
+            free: { payments__v1__refund__free_unpacked($0, nil) }
+        ) { c in Refund(c: c) }
+    }
+
+    func cMessage(in arena: CArena) -> UnsafeMutablePointer<Payments__V1__Refund> {
+        let c = arena.allocate(Payments__V1__Refund.self)!
+        payments__v1__refund__init(c)
+        c.pointee.refund_id = arena.cString(self.refundID)
+        c.pointee.payment_id = arena.cString(self.paymentID)
+        c.pointee.amount = self.amount
+        c.pointee.status = Payments__V1__RefundStatus(rawValue: UInt32(self.status.rawValue))
+        c.pointee.stripe_refund_id = arena.cString(self.stripeRefundID)
+        c.pointee.payment = self.payment?.cMessage(in: arena)
+        c.pointee.reason = Payments__V1__RefundReason(rawValue: UInt32(self.reason.rawValue))
+        c.pointee.failure_reason = arena.cString(self.failureReason)
+        c.pointee.created_at = self.createdAt
+        return c
+    }
+
+    public func serialized() -> [UInt8] {
+        let arena = CArena()
+        let c = self.cMessage(in: arena)
+        return withExtendedLifetime(arena) {
+            packToArray(size: payments__v1__refund__get_packed_size(c)) { payments__v1__refund__pack(c, $0) }
+        }
+    }
+}
+
+/// `payments.v1.ClaimRef`.
+public struct ClaimRef: WireMessage, Equatable {
+    public var key: String
+
+    public init(key: String = "") {
+        self.key = key
+    }
+
+    init(c: Payments__V1__ClaimRef) {
+        self.key = swiftString(c.key)
+    }
+
+    public init(serialized bytes: [UInt8]) throws {
+        self = try withUnpacked(
+            bytes, descriptor: payments__v1__claim_ref__descriptor, unpack: { payments__v1__claim_ref__unpack(nil, $0, $1) },
+            free: { payments__v1__claim_ref__free_unpacked($0, nil) }
+        ) { c in ClaimRef(c: c) }
+    }
+
+    func cMessage(in arena: CArena) -> UnsafeMutablePointer<Payments__V1__ClaimRef> {
+        let c = arena.allocate(Payments__V1__ClaimRef.self)!
+        payments__v1__claim_ref__init(c)
+        c.pointee.key = arena.cString(self.key)
+        return c
+    }
+
+    public func serialized() -> [UInt8] {
+        let arena = CArena()
+        let c = self.cMessage(in: arena)
+        return withExtendedLifetime(arena) {
+            packToArray(size: payments__v1__claim_ref__get_packed_size(c)) { payments__v1__claim_ref__pack(c, $0) }
+        }
+    }
+}
+
+/// `payments.v1.Claim`.
+public struct Claim: WireMessage, Equatable {
+    public var key: String
+    public var state: ClaimState
+    public var dealID: String
+    public var expiresAt: Int64
+
+    public init(key: String = "", state: ClaimState = .unspecified, dealID: String = "", expiresAt: Int64 = 0) {
+        self.key = key
+        self.state = state
+        self.dealID = dealID
+        self.expiresAt = expiresAt
+    }
+
+    init(c: Payments__V1__Claim) {
+        self.key = swiftString(c.key)
+        self.state = ClaimState(rawValue: Int(c.state.rawValue)) ?? .unspecified
+        self.dealID = swiftString(c.deal_id)
+        self.expiresAt = c.expires_at
+    }
+
+    public init(serialized bytes: [UInt8]) throws {
+        self = try withUnpacked(
+            bytes, descriptor: payments__v1__claim__descriptor, unpack: { payments__v1__claim__unpack(nil, $0, $1) },
+            free: { payments__v1__claim__free_unpacked($0, nil) }
+        ) { c in Claim(c: c) }
+    }
+
+    func cMessage(in arena: CArena) -> UnsafeMutablePointer<Payments__V1__Claim> {
+        let c = arena.allocate(Payments__V1__Claim.self)!
+        payments__v1__claim__init(c)
+        c.pointee.key = arena.cString(self.key)
+        c.pointee.state = Payments__V1__ClaimState(rawValue: UInt32(self.state.rawValue))
+        c.pointee.deal_id = arena.cString(self.dealID)
+        c.pointee.expires_at = self.expiresAt
+        return c
+    }
+
+    public func serialized() -> [UInt8] {
+        let arena = CArena()
+        let c = self.cMessage(in: arena)
+        return withExtendedLifetime(arena) {
+            packToArray(size: payments__v1__claim__get_packed_size(c)) { payments__v1__claim__pack(c, $0) }
         }
     }
 }

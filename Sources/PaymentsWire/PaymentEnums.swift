@@ -79,3 +79,66 @@ public enum EventOutcome: Int, Sendable, CaseIterable {
         }
     }
 }
+
+/// `payments.v1.RefundReason`: why money goes back, as Stripe records it.
+public enum RefundReason: Int, Sendable, CaseIterable {
+    case unspecified = 0
+    case requestedByCustomer = 1
+    case duplicate = 2
+    case fraudulent = 3
+
+    /// The name as stored and shown ("REQUESTED_BY_CUSTOMER").
+    public var name: String {
+        switch self {
+        case .unspecified: "UNSPECIFIED"
+        case .requestedByCustomer: "REQUESTED_BY_CUSTOMER"
+        case .duplicate: "DUPLICATE"
+        case .fraudulent: "FRAUDULENT"
+        }
+    }
+
+    /// Stripe's `reason` parameter; nil for none.
+    public var stripeValue: String? {
+        switch self {
+        case .unspecified: nil
+        case .requestedByCustomer: "requested_by_customer"
+        case .duplicate: "duplicate"
+        case .fraudulent: "fraudulent"
+        }
+    }
+
+    public init?(name: String) {
+        guard let reason = Self.allCases.first(where: { $0.name == name }) else { return nil }
+        self = reason
+    }
+}
+
+/// `payments.v1.RefundStatus`.
+public enum RefundStatus: Int, Sendable, CaseIterable {
+    case unspecified = 0
+    case pending = 1
+    case succeeded = 2
+    case failed = 3
+
+    public var name: String {
+        switch self {
+        case .unspecified: "UNSPECIFIED"
+        case .pending: "PENDING"
+        case .succeeded: "SUCCEEDED"
+        case .failed: "FAILED"
+        }
+    }
+
+    public init?(name: String) {
+        guard let status = Self.allCases.first(where: { $0.name == name }) else { return nil }
+        self = status
+    }
+}
+
+/// `payments.v1.ClaimState`: whether a unique name can still be had.
+public enum ClaimState: Int, Sendable, CaseIterable {
+    case unspecified = 0
+    case free = 1
+    case held = 2
+    case taken = 3
+}

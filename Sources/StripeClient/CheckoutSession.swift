@@ -35,4 +35,36 @@ public struct RefundObject: Decodable, Sendable, Equatable {
     public let amount: Int64?
     /// "pending", "requires_action", "succeeded", "failed" or "canceled".
     public let status: String?
+    /// Why a refund failed ("expired_or_canceled_card", "lost_or_stolen_card", "unknown").
+    public let failureReason: String?
+    /// `metadata[refund_id]`: the paymentsd refund this is, when paymentsd sent it.
+    public let paymentsdRefundID: String?
+
+    public init(id: String, amount: Int64?, status: String?, failureReason: String? = nil, paymentsdRefundID: String? = nil) {
+        self.id = id
+        self.amount = amount
+        self.status = status
+        self.failureReason = failureReason
+        self.paymentsdRefundID = paymentsdRefundID
+    }
+
+    private enum CodingKeys: String, CodingKey {
+        case id, amount, status, metadata
+        case failureReason = "failure_reason"
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        self.id = try container.decode(String.self, forKey: .id)
+        self.amount = try container.decodeIfPresent(Int64.self, forKey: .amount)
+        self.status = try container.decodeIfPresent(String.self, forKey: .status)
+        self.failureReason = try container.decodeIfPresent(String.self, forKey: .failureReason)
+        self.paymentsdRefundID = try container.decodeIfPresent([String: String].self, forKey: .metadata)?["refund_id"]
+    }
+}
+
+/// One page of a Stripe list.
+struct ListPage<Element: Decodable & Sendable>: Decodable, Sendable {
+    let data: [Element]
+    let has_more: Bool?
 }

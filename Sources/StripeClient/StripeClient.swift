@@ -68,6 +68,25 @@ public final class StripeClient: Sendable {
         try await self.call("POST", "/v1/refunds", parameters, idempotencyKey: idempotencyKey, deadline: deadline)
     }
 
+    /// `GET /v1/refunds/{id}`.
+    public func retrieveRefund(_ id: String, deadline: ContinuousClock.Instant) async throws -> RefundObject {
+        try await self.call("GET", "/v1/refunds/\(Self.pathComponent(id))", FormParameters(), deadline: deadline)
+    }
+
+    /// `GET /v1/refunds?payment_intent=`: the payment's refunds, newest first, every page.
+    public func listRefunds(paymentIntent: String, deadline: ContinuousClock.Instant) async throws -> [RefundObject] {
+        var refunds: [RefundObject] = []
+        while true {
+            var query = FormParameters()
+            query.add("payment_intent", paymentIntent)
+            query.add("limit", "100")
+            if let last = refunds.last { query.add("starting_after", last.id) }
+            let page: ListPage<RefundObject> = try await self.call("GET", "/v1/refunds", query, deadline: deadline)
+            refunds += page.data
+            if page.has_more != true || page.data.isEmpty { return refunds }
+        }
+    }
+
     private func call<Object: Decodable>(
         _ method: String, _ path: String, _ parameters: FormParameters, idempotencyKey: String? = nil,
         deadline: ContinuousClock.Instant

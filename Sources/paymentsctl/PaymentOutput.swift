@@ -26,6 +26,7 @@ struct PaymentOutput: Encodable {
     let created_at: Int64
     let updated_at: Int64
     let items: [Item]
+    let refunds: [RefundOutput]
 
     init(_ payment: Payment) {
         self.payment_id = payment.paymentID
@@ -45,6 +46,7 @@ struct PaymentOutput: Encodable {
         self.created_at = payment.createdAt
         self.updated_at = payment.updatedAt
         self.items = payment.items.map { Item(sku: $0.sku, name: $0.name, quantity: $0.quantity, unit_amount: $0.unitAmount) }
+        self.refunds = payment.refunds.map(RefundOutput.init)
     }
 
     static func line(_ payment: Payment) -> String {
@@ -54,6 +56,8 @@ struct PaymentOutput: Encodable {
         if !payment.checkoutURL.isEmpty { text += " url=\(payment.checkoutURL)" }
         if !payment.orderID.isEmpty { text += " order=\(payment.orderID)" }
         if !payment.failureReason.isEmpty { text += " failure=\(payment.failureReason)" }
+        if payment.amountRefunded > 0 { text += " refunded=\(payment.amountRefunded)" }
+        for refund in payment.refunds { text += "\n  refund " + RefundOutput.line(refund) }
         return text
     }
 }

@@ -405,6 +405,31 @@ def test_apply_then_drop_then_retry_replays(client, fake):
     assert [s["id"] for s in listed] == [retry.json["id"]]
 
 
+def test_replays_suffer_faults_too(client, fake):
+    """A fault scripted for the next request on a route is not used up, without effect,
+    by a request that is answered from the idempotency store."""
+    first = client.post(SESSIONS, session_params(), key="replayed-key")
+    assert first.status == 200
+    client.control("POST", "/_fake/faults", {"route": f"POST {SESSIONS}", "kind": "apply_then_drop"})
+    with pytest.raises((http.client.RemoteDisconnected, ConnectionError)):
+        Client(fake.url).post(SESSIONS, session_params(), key="replayed-key")
+    assert client.control("GET", "/_fake/faults").json["pending"] == []
+    # Nothing new was made, and the next replay is answered.
+    retry = Client(fake.url).post(SESSIONS, session_params(), key="replayed-key")
+    assert retry.status == 200 and retry.headers["Idempotent-Replayed"] == "true"
+    assert retry.json["id"] == first.json["id"]
+    assert counters(client)["sessions_created"] == 1
+    log = client.control("GET", "/_fake/requests").json["requests"]
+    assert [(r["dropped"], r["replayed"]) for r in log] == [(False, False), (True, True), (False, True)]
+
+    client.control("POST", "/_fake/faults", {"route": f"POST {SESSIONS}", "kind": "delay", "ms": 250})
+    started = time.monotonic()
+    slow = Client(fake.url).post(SESSIONS, session_params(), key="replayed-key")
+    assert slow.status == 200 and slow.headers["Idempotent-Replayed"] == "true"
+    assert time.monotonic() - started >= 0.25, "the delay fault did not delay the replay"
+    assert client.control("GET", "/_fake/faults").json["pending"] == []
+
+
 def test_drop_fault_applies_nothing(client, fake):
     client.control("POST", "/_fake/faults", {"route": f"POST {SESSIONS}", "kind": "drop"})
     with pytest.raises((http.client.RemoteDisconnected, ConnectionError)):

@@ -1,0 +1,255 @@
+import Logging
+import PaymentsStore
+import PaymentsWire
+import StripeClient
+
+/// Refunds that add up (guarantee 7): never more than was paid, never made twice.
+///
+/// Under the deal's lock, as steps with a recovery point between each:
+///
+/// ```
+/// guards + insert PENDING refund row, start operation             (tx)
+///   -- refund_payment.refund_recorded
+/// POST /v1/refunds, Idempotency-Key from the refund id             (Stripe)
+///   -- refund_payment.stripe_answered
+/// record SUCCEEDED / PENDING / FAILED and its effects, finish      (tx)
+///   -- refund_payment.result_recorded
+/// ```
+/// A step resumed after Stripe's 24 h key window first looks the refund up among the payment's
+/// refunds at Stripe by the refund id in its metadata, so it is never sent blindly twice.
+public final class RefundEngine: Sendable {
+    /// What RefundPayment asks for.
+    public struct Request: Sendable {
+        public var payment: CheckoutEngine.PaymentKey
+        /// 0: all that remains.
+        public var amount: Int64
+        public var reason: RefundReason
+        public var restock: Bool
+        /// The caller's uid, idempotency key and request hash: a retry with the key resumes its refund.
+        public var callerUID: UInt32
+        public var idempotencyKey: String
+        public var requestHash: [UInt8]
+
+        public init(
+            payment: CheckoutEngine.PaymentKey, amount: Int64, reason: RefundReason, restock: Bool, callerUID: UInt32,
+            idempotencyKey: String, requestHash: [UInt8]
+        ) {
+            self.payment = payment
+            self.amount = amount
+            self.reason = reason
+            self.restock = restock
+            self.callerUID = callerUID
+            self.idempotencyKey = idempotencyKey
+            self.requestHash = requestHash
+        }
+    }
+
+    /// Stripe keeps an idempotency key 24 hours; an hour of margin for clocks and the way there.
+    static let keyWindow: Int64 = 23 * 3600
+    /// How long a caller's idempotency key names its refund (protocol.md section 5).
+    static let requestKeyRetention: Int64 = 24 * 3600
+
+    private let store: Store
+    private let stripe: StripeClient
+    private let locks: KeyedLockTable<String>
+    private let logger: Logger
+    private let now: @Sendable () -> Int64
+
+    init(
+        store: Store, stripe: StripeClient, locks: KeyedLockTable<String>, logger: Logger,
+        now: @escaping @Sendable () -> Int64
+    ) {
+        self.store = store
+        self.stripe = stripe
+        self.locks = locks
+        self.logger = logger
+        self.now = now
+    }
+
+    /// `RefundPayment`: returns the refund as recorded and the payment after it.
+    public func refund(_ request: Request, deadline: ContinuousClock.Instant) async throws
+        -> (refund: RefundRecord, payment: PaymentRecord)
+    {
+        let dealID = try await self.store.read { db in try Self.dealID(db, request.payment) }
+        return try await self.locks.withDealLock(dealID, deadline: deadline) {
+            let refundID = try await self.store.write { db in try self.record(db, request) }
+            try await self.send(refundID: refundID, deadline: deadline)
+            CrashPoints.reach("refund_payment.result_recorded")
+            return try await self.store.read { db in
+                let refund = try RefundRecord.load(db, refundID: refundID)!
+                return (refund, try PaymentRecord.load(db, paymentID: refund.paymentID)!)
+            }
+        }
+    }
+
+    private static func dealID(_ db: Connection, _ key: CheckoutEngine.PaymentKey) throws -> String {
+        switch key {
+        case .deal(let dealID):
+            guard try PaymentRecord.latest(db, dealID: dealID) != nil else { throw PaymentsError.dealNotFound(dealID) }
+            return dealID
+        case .payment(let paymentID):
+            guard let payment = try PaymentRecord.load(db, paymentID: paymentID) else {
+                throw PaymentsError.paymentNotFound(paymentID)
+            }
+            return payment.dealID
+        }
+    }
+
+    /// The first step: the refund this request already made (a retry), or the guards and a new PENDING row.
+    private func record(_ db: Connection, _ request: Request) throws -> String {
+        let now = self.now()
+        if let earlier = try RefundRecord.load(db, callerUID: request.callerUID, requestKey: request.idempotencyKey) {
+            if earlier.createdAt > now - Self.requestKeyRetention {
+                guard earlier.requestHash == request.requestHash else { throw PaymentsError.idempotencyKeyReused }
+                return earlier.refundID
+            }
+            // The key has expired; it may name a new request now.
+            try db.query("UPDATE refunds SET request_key = NULL WHERE refund_id = ?", earlier.refundID)
+        }
+        let payment = try Self.refundable(db, request.payment)
+        switch payment.status {
+        case .paid, .partiallyRefunded:
+            break
+        case .refunded:
+            throw PaymentsError.alreadyRefunded(paymentID: payment.paymentID)
+        case .created, .expired, .canceled, .failed, .unspecified:
+            throw PaymentsError.paymentNotPaid(paymentID: payment.paymentID, status: payment.status.name)
+        }
+        let remaining = try RefundLedger.remaining(db, payment)
+        let amount = request.amount == 0 ? remaining : request.amount
+        guard amount > 0 else { throw PaymentsError.refundExceedsRemaining(remaining: remaining) }
+        return try RefundLedger.insert(
+            db, payment, amount: amount, reason: request.reason, restock: request.restock, cause: "request",
+            caller: RefundLedger.Caller(uid: request.callerUID, key: request.idempotencyKey, requestHash: request.requestHash),
+            now: now)
+    }
+
+    /// The payment a refund is for: by id, or the deal's paid one (else its latest, to say why not).
+    private static func refundable(_ db: Connection, _ key: CheckoutEngine.PaymentKey) throws -> PaymentRecord {
+        switch key {
+        case .payment(let paymentID):
+            guard let payment = try PaymentRecord.load(db, paymentID: paymentID) else {
+                throw PaymentsError.paymentNotFound(paymentID)
+            }
+            return payment
+        case .deal(let dealID):
+            let payments = try PaymentRecord.all(db, dealID: dealID)
+            let paid = payments.last { payment in
+                switch payment.status {
+                case .paid, .partiallyRefunded, .refunded: true
+                case .created, .expired, .canceled, .failed, .unspecified: false
+                }
+            }
+            guard let payment = paid ?? payments.last else { throw PaymentsError.dealNotFound(dealID) }
+            return payment
+        }
+    }
+
+    /// Steps 2 and 3: Stripe, then the record of its answer. Serves live calls, retries with the
+    /// caller's key, late payments and resumes alike; a refund already answered is left as it is.
+    func send(refundID: String, deadline: ContinuousClock.Instant) async throws {
+        CrashPoints.reach("refund_payment.refund_recorded")
+        guard
+            let (refund, payment) = try await self.store.read({ db -> (RefundRecord, PaymentRecord)? in
+                guard let refund = try RefundRecord.load(db, refundID: refundID) else { return nil }
+                return (refund, try PaymentRecord.load(db, paymentID: refund.paymentID)!)
+            }),
+            refund.status == .pending, refund.stripeRefundID == nil, refund.origin == .paymentsd
+        else {
+            try await self.finish(refundID: refundID, paymentID: nil, answer: nil)
+            return
+        }
+        guard let paymentIntentID = payment.paymentIntentID else {
+            // Nothing was charged that Stripe knows of: there is nothing to give back.
+            try await self.finish(refundID: refundID, paymentID: payment.paymentID, answer: .rejected(code: "no_payment_intent"))
+            return
+        }
+        let answer: RefundLedger.Answer
+        do {
+            if self.now() - refund.createdAt >= Self.keyWindow,
+                let found = try await self.stripe.listRefunds(paymentIntent: paymentIntentID, deadline: deadline)
+                    .first(where: { $0.paymentsdRefundID == refundID })
+            {
+                answer = .stripe(found)
+            } else {
+                var form = FormParameters()
+                form.add("payment_intent", paymentIntentID)
+                form.add("amount", refund.amount)
+                if let reason = refund.reason.stripeValue { form.add("reason", reason) }
+                form.add("metadata[refund_id]", refundID)
+                form.add("metadata[payment_id]", payment.paymentID)
+                form.add("metadata[deal_id]", payment.dealID)
+                form.add("metadata[cause]", refund.cause)
+                answer = .stripe(
+                    try await self.stripe.createRefund(
+                        form, idempotencyKey: "paymentsd-\(refundID)-refund", deadline: deadline))
+            }
+        } catch StripeError.rejected(_, _, let code, _) {
+            answer = .rejected(code: code)
+        } catch let error as StripeError {
+            self.logger.warning(
+                "Stripe call failed; the refund stays pending", metadata: ["refund_id": "\(refundID)", "error": "\(error)"])
+            try await self.store.write { db in
+                try OperationLog.recordFailure(
+                    db, .sendRefund, paymentID: payment.paymentID, subject: refundID, error: "\(error)", now: self.now())
+            }
+            throw PaymentsError.stripeUnavailable
+        }
+        CrashPoints.reach("refund_payment.stripe_answered")
+        try await self.finish(refundID: refundID, paymentID: payment.paymentID, answer: answer)
+        self.logger.notice("refund answered by Stripe", metadata: ["refund_id": "\(refundID)"])
+    }
+
+    private func finish(refundID: String, paymentID: String?, answer: RefundLedger.Answer?) async throws {
+        try await self.store.write { db in
+            let now = self.now()
+            if let answer { try RefundLedger.settle(db, refundID: refundID, answer, now: now) }
+            let paymentID = try paymentID ?? RefundRecord.load(db, refundID: refundID)?.paymentID ?? ""
+            try OperationLog.finish(db, .sendRefund, paymentID: paymentID, subject: refundID, now: now)
+        }
+    }
+
+    /// Refunds Stripe left pending whose webhook has not settled them within `age` seconds are
+    /// asked about (janitor): a lost `refund.updated` must not hold the amount forever.
+    /// Returns how many were settled.
+    public func settleStalePending(age: Int64 = 3600, deadline: ContinuousClock.Instant) async -> Int {
+        let stale: [(refundID: String, stripeRefundID: String, dealID: String)]
+        do {
+            stale = try await self.store.read { db in
+                try db.query(
+                    """
+                    SELECT r.refund_id, r.stripe_refund_id, p.deal_id FROM refunds r JOIN payments p USING (payment_id)
+                    WHERE r.status = 'PENDING' AND r.stripe_refund_id IS NOT NULL AND r.updated_at <= ?
+                    ORDER BY r.updated_at
+                    """, self.now() - age
+                ).map { ($0.string(0), $0.string(1), $0.string(2)) }
+            }
+        } catch {
+            self.logger.error("cannot list pending refunds", metadata: ["error": "\(error)"])
+            return 0
+        }
+        var settled = 0
+        for refund in stale {
+            do {
+                let object = try await self.stripe.retrieveRefund(refund.stripeRefundID, deadline: deadline)
+                try await self.locks.withDealLock(refund.dealID, deadline: deadline) {
+                    try await self.store.write { db in
+                        // Asked again after another `age` seconds if Stripe still says pending.
+                        try db.query("UPDATE refunds SET updated_at = ? WHERE refund_id = ?", self.now(), refund.refundID)
+                        try RefundLedger.settle(db, refundID: refund.refundID, .stripe(object), now: self.now())
+                    }
+                }
+                if object.status != "pending" && object.status != "requires_action" { settled += 1 }
+            } catch {
+                self.logger.warning(
+                    "asking Stripe about a pending refund failed", metadata: ["refund_id": "\(refund.refundID)", "error": "\(error)"])
+            }
+        }
+        return settled
+    }
+
+    /// The refunds of a payment, oldest first.
+    public func refunds(paymentID: String) async throws -> [RefundRecord] {
+        try await self.store.read { db in try RefundRecord.all(db, paymentID: paymentID) }
+    }
+}
