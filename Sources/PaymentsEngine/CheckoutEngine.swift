@@ -62,34 +62,83 @@ public final class CheckoutEngine: Sendable {
     /// The lock key of a deal; customers (subscriptions) are locked before deals.
     public static func dealLock(_ dealID: String) -> String { KeyedLockTable<String>.dealKey(dealID) }
 
-    /// Opens a checkout for the deal, or returns the open one (`created == false`).
+    /// Opens a checkout for the deal, or returns the open one (`created == false`). A subscription
+    /// checkout takes its customer's lock before the deal's: one fixed order, so no two commands
+    /// can each hold the lock the other waits for.
     public func createCheckout(_ request: CheckoutRequest, deadline: ContinuousClock.Instant) async throws
         -> (payment: PaymentRecord, created: Bool)
     {
-        try await self.withDealLock(request.dealID, deadline: deadline) {
-            while true {
-                switch try await self.decide(request) {
-                case .inserted(let paymentID):
-                    return (try await self.createSession(paymentID: paymentID, deadline: deadline), true)
-                case .existing(let payment) where payment.checkoutSessionID == nil:
-                    // An earlier call recorded the payment but never learned Stripe's answer: finish it.
-                    _ = try await self.createSession(paymentID: payment.paymentID, deadline: deadline)
-                case .existing(let payment):
-                    return (payment, false)
-                case .replace(let old):
-                    try await self.startExpiry(of: old, reason: "replaced")
-                    try await self.expireSession(
-                        paymentID: old.paymentID, crashPoint: "create_checkout.replaced_session_expired",
-                        deadline: deadline)
+        switch request.mode {
+        case .subscription:
+            do {
+                return try await self.locks.withLock(Self.customerLock(request.customerRef), deadline: deadline) {
+                    try await self.withDealLock(request.dealID, deadline: deadline) {
+                        try await self.createCheckoutLocked(request, deadline: deadline)
+                    }
                 }
+            } catch is LockTimeout {
+                throw PaymentsError.lockTimeout
+            }
+        case .payment, .unspecified:
+            return try await self.withDealLock(request.dealID, deadline: deadline) {
+                try await self.createCheckoutLocked(request, deadline: deadline)
             }
         }
     }
+
+    /// The lock key of a customer, taken before a deal's by subscription checkouts (guarantee 2).
+    static func customerLock(_ customerRef: String) -> String { "customer:\(customerRef)" }
+
+    private func createCheckoutLocked(_ request: CheckoutRequest, deadline: ContinuousClock.Instant) async throws
+        -> (payment: PaymentRecord, created: Bool)
+    {
+        while true {
+            switch try await self.decide(request) {
+            case .inserted(let paymentID):
+                return (try await self.createSession(paymentID: paymentID, deadline: deadline), true)
+            case .existing(let payment) where payment.checkoutSessionID == nil:
+                // An earlier call recorded the payment but never learned Stripe's answer: finish it.
+                _ = try await self.createSession(paymentID: payment.paymentID, deadline: deadline)
+            case .existing(let payment):
+                return (payment, false)
+            case .replace(let old):
+                try await self.startExpiry(of: old, reason: "replaced")
+                try await self.expireSession(
+                    paymentID: old.paymentID, crashPoint: "create_checkout.replaced_session_expired",
+                    deadline: deadline)
+            case .customerOpen(let other):
+                // The customer's open subscription checkout lives on another deal: acted on under
+                // that deal's lock too (customer, this deal, that deal: no command takes them the other way).
+                let found = try await self.withDealLock(other.dealID, deadline: deadline) {
+                    () async throws -> PaymentRecord? in
+                    guard let current = try await self.store.read({ try PaymentRecord.load($0, paymentID: other.paymentID) }),
+                        current.status == .created
+                    else { return nil }
+                    let open =
+                        current.checkoutSessionID == nil
+                        ? try await self.createSession(paymentID: current.paymentID, deadline: deadline) : current
+                    guard request.onOpen == .replace, open.status == .created else { return open }
+                    try await self.startExpiry(of: open, reason: Self.replacedForCustomer)
+                    try await self.expireSession(
+                        paymentID: open.paymentID, crashPoint: "create_checkout.customer_session_replaced",
+                        deadline: deadline)
+                    return nil
+                }
+                if let found, found.status == .created { return (found, false) }
+            }
+        }
+    }
+
+    /// The reason recorded when a customer's subscription checkout on another deal is replaced.
+    static let replacedForCustomer = "replaced_for_customer"
 
     private enum Decision {
         case inserted(paymentID: String)
         case existing(PaymentRecord)
         case replace(PaymentRecord)
+        /// The customer's open subscription checkout on another deal, to return (RETURN_EXISTING,
+        /// same prices) or replace (REPLACE).
+        case customerOpen(PaymentRecord)
     }
 
     /// The first step: the rules of protocol.md "Payment states" and `on_open`, and the insert.
@@ -119,11 +168,28 @@ public final class CheckoutEngine: Sendable {
                     throw PaymentsError.checkoutInProgress(paymentID: open.paymentID)
                 }
             }
+            if request.mode == .subscription,
+                let other = try PaymentRecord.openSubscription(db, customerRef: request.customerRef)
+            {
+                switch request.onOpen {
+                case .unspecified, .returnExisting:
+                    guard other.prices == request.prices else {
+                        throw PaymentsError.checkoutInProgress(paymentID: other.paymentID)
+                    }
+                    return .customerOpen(other)
+                case .replace:
+                    return .customerOpen(other)
+                case .reject:
+                    throw PaymentsError.checkoutInProgress(paymentID: other.paymentID)
+                }
+            }
             // Stripe wants expires_at at least 30 min ahead when it receives the request; a
             // minute of margin covers the way there, as long as the 24 h ceiling allows it.
             let expiresAt = now + min(ttl + 60, 86_400 - 60)
             try PaymentRecord.insert(db, paymentID: paymentID, request: request, expiresAt: expiresAt, now: now)
-            try StockLedger.reserve(db, paymentID: paymentID, quantities: request.quantities, now: now)
+            try CheckoutHolds.hold(
+                db, paymentID: paymentID, dealID: request.dealID, claims: request.claims, quantities: request.quantities,
+                now: now)
             try OperationLog.start(
                 db, .createSession, dealID: request.dealID, paymentID: paymentID, recoveryPoint: "payment_recorded",
                 now: now)
@@ -156,7 +222,7 @@ public final class CheckoutEngine: Sendable {
                 try PaymentRecord.transition(
                     db, current, to: .failed, kind: "checkout.rejected_by_stripe", detail: "stripe_code=\(code)",
                     failureReason: "stripe_rejected" + (code.isEmpty ? "" : ": \(code)"), now: self.now())
-                try StockLedger.release(db, paymentID: paymentID, now: self.now())
+                try CheckoutHolds.release(db, paymentID: paymentID, now: self.now())
                 try OperationLog.finish(db, .createSession, paymentID: paymentID, now: self.now())
             }
             throw PaymentsError.stripeRejected(code: code, message: message)
@@ -255,7 +321,7 @@ public final class CheckoutEngine: Sendable {
             try PaymentRecord.transition(
                 db, current, to: byTime ? .expired : .canceled, kind: byTime ? "checkout.expired" : "checkout.canceled",
                 detail: reason.isEmpty ? "" : "reason=\(reason)", now: now)
-            try StockLedger.release(db, paymentID: paymentID, now: now)
+            try CheckoutHolds.release(db, paymentID: paymentID, now: now)
             try OperationLog.finish(db, .expireSession, paymentID: paymentID, now: now)
         }
     }
@@ -267,7 +333,9 @@ public final class CheckoutEngine: Sendable {
             let now = self.now()
             guard let current = try PaymentRecord.load(db, paymentID: payment.paymentID) else { return }
             if session.paymentStatus == "paid" {
-                try Fulfilment.apply(db, current, paymentIntentID: session.paymentIntent, source: "expire_refused", now: now)
+                try Fulfilment.apply(
+                    db, current, paymentIntentID: session.paymentIntent, subscriptionID: session.subscription,
+                    source: "expire_refused", now: now)
             }
             try OperationLog.finish(db, .expireSession, paymentID: payment.paymentID, now: now)
         }
@@ -326,6 +394,7 @@ public final class CheckoutEngine: Sendable {
                 let crashPoint =
                     switch operation.detail {
                     case "replaced": "create_checkout.replaced_session_expired"
+                    case Self.replacedForCustomer: "create_checkout.customer_session_replaced"
                     case Self.expiredByTime: "janitor.session_expired"
                     default: "cancel_checkout.session_expired"
                     }

@@ -16,6 +16,7 @@ public enum CrashPoints {
         "create_checkout.session_recorded",
         "create_checkout.rejected_by_stripe",
         "create_checkout.replaced_session_expired",
+        "create_checkout.customer_session_replaced",
         "stripe_event.stored",
         "confirm_checkout.session_retrieved",
         "cancel_checkout.session_expired",

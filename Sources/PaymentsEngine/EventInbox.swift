@@ -43,10 +43,13 @@ public final class EventInbox: Sendable {
             try db.query(
                 """
                 INSERT INTO stripe_events (event_id, type, created, object_id, deal_id, payment_id, object_status,
-                    payment_status, payment_intent_id, state, received_at)
-                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'PENDING', ?) ON CONFLICT (event_id) DO NOTHING
-                """, event.eventID, event.type, event.created, event.objectID, event.dealID, event.paymentID,
-                event.objectStatus, event.paymentStatus, event.paymentIntentID, now)
+                    payment_status, payment_intent_id, subscription_id, state, received_at)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'PENDING', ?) ON CONFLICT (event_id) DO NOTHING
+                """,
+                arguments: [
+                    event.eventID, event.type, event.created, event.objectID, event.dealID, event.paymentID,
+                    event.objectStatus, event.paymentStatus, event.paymentIntentID, event.subscriptionID, now,
+                ])
             guard db.changes == 1 else { return false }
             for refund in event.refunds {
                 try db.query(
@@ -138,7 +141,8 @@ public final class EventInbox: Sendable {
         guard
             let row = try db.queryFirst(
                 """
-                SELECT type, object_id, payment_id, payment_status, payment_intent_id, state
+                SELECT type, object_id, payment_id, payment_status, payment_intent_id, state, subscription_id,
+                    object_status
                 FROM stripe_events WHERE event_id = ?
                 """, eventID), row.string(5) == "PENDING"
         else { return (.duplicate, nil) }
@@ -155,7 +159,9 @@ public final class EventInbox: Sendable {
         switch type {
         case "checkout.session.completed" where row.optionalString(3) == "paid",
             "checkout.session.async_payment_succeeded":
-            (note, refund) = try self.fulfil(db, payment, paymentIntentID: row.optionalString(4), source: type, now: now)
+            (note, refund) = try self.fulfil(
+                db, payment, paymentIntentID: row.optionalString(4), subscriptionID: row.optionalString(6), source: type,
+                now: now)
         case "checkout.session.completed":
             note = "completed, payment not yet settled (asynchronous method)"
             try AuditLog.append(db, dealID: payment.dealID, paymentID: payment.paymentID, kind: "checkout.completed_unpaid", now: now)
@@ -179,6 +185,17 @@ public final class EventInbox: Sendable {
                     now: now)
             }
             note = "refunds named: \(refunds.count)"
+        case _ where type.hasPrefix("customer.subscription."):
+            // The subscription's later life is Stripe's to manage; it is recorded for the deal.
+            note = "subscription event recorded"
+            if let subscriptionID = row.optionalString(6) {
+                try db.query(
+                    "UPDATE payments SET subscription_id = coalesce(subscription_id, ?) WHERE payment_id = ?",
+                    subscriptionID, payment.paymentID)
+            }
+            try AuditLog.append(
+                db, dealID: payment.dealID, paymentID: payment.paymentID, kind: "stripe.\(type)",
+                detail: "subscription_id=\(row.optionalString(6) ?? "") status=\(row.optionalString(7) ?? "")", now: now)
         default:
             try Self.settle(db, eventID, state: "IGNORED", note: "type not acted on", now: now)
             return (.ignored, nil)
@@ -188,12 +205,14 @@ public final class EventInbox: Sendable {
     }
 
     /// Returns a note for the inbox, and the refund to send when a late payment found no stock.
-    private func fulfil(_ db: Connection, _ payment: PaymentRecord, paymentIntentID: String?, source: String, now: Int64)
-        throws -> (String, String?)
-    {
+    private func fulfil(
+        _ db: Connection, _ payment: PaymentRecord, paymentIntentID: String?, subscriptionID: String?, source: String,
+        now: Int64
+    ) throws -> (String, String?) {
         switch payment.status {
         case .created:
-            try Fulfilment.apply(db, payment, paymentIntentID: paymentIntentID, source: source, now: now)
+            try Fulfilment.apply(
+                db, payment, paymentIntentID: paymentIntentID, subscriptionID: subscriptionID, source: source, now: now)
             return ("fulfilled", nil)
         case .paid, .partiallyRefunded, .refunded:
             return ("already fulfilled", nil)
@@ -209,7 +228,7 @@ public final class EventInbox: Sendable {
             // Paid at Stripe after paymentsd closed the checkout (guarantee 5).
             self.logger.warning("payment arrived for a closed checkout", metadata: ["payment_id": "\(payment.paymentID)"])
             let refundID = try CheckoutEngine.applyLatePayment(
-                db, payment, paymentIntentID: paymentIntentID, source: source, now: now)
+                db, payment, paymentIntentID: paymentIntentID, subscriptionID: subscriptionID, source: source, now: now)
             return refundID == nil ? ("late payment fulfilled", nil) : ("late payment, stock gone: refunding", refundID)
         case .unspecified:
             preconditionFailure("a stored payment has no status")
@@ -226,7 +245,7 @@ public final class EventInbox: Sendable {
             return "late: payment is \(payment.status.name)"
         }
         try PaymentRecord.transition(db, payment, to: status, kind: kind, now: now)
-        try StockLedger.release(db, paymentID: payment.paymentID, now: now)
+        try CheckoutHolds.release(db, paymentID: payment.paymentID, now: now)
         return "closed"
     }
 

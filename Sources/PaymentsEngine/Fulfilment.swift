@@ -2,25 +2,30 @@ import PaymentsStore
 
 /// Turns a paid checkout into an order: the one code path for every trigger.
 ///
-/// In one transaction: the payment becomes PAID with its payment intent,
-/// its held stock is committed, and one order is created (UNIQUE per
-/// payment). Running it again for a paid payment changes nothing.
+/// In one transaction: the payment becomes PAID with its payment intent (and
+/// subscription), its held stock is committed and its held names taken, and
+/// one order is created (UNIQUE per payment). Running it again for a paid
+/// payment changes nothing.
 enum Fulfilment {
     /// Fulfils `payment` if it is not paid yet; returns whether this call did. A closed checkout
     /// (a late payment) must have had its stock held again by the caller first.
     @discardableResult
-    static func apply(_ db: Connection, _ payment: PaymentRecord, paymentIntentID: String?, source: String, now: Int64)
-        throws -> Bool
-    {
+    static func apply(
+        _ db: Connection, _ payment: PaymentRecord, paymentIntentID: String?, subscriptionID: String? = nil,
+        source: String, now: Int64
+    ) throws -> Bool {
         switch payment.status {
         case .created, .expired, .canceled: break
         case .paid, .partiallyRefunded, .refunded, .failed, .unspecified: return false
         }
         try db.query(
-            "UPDATE payments SET payment_intent_id = coalesce(?, payment_intent_id) WHERE payment_id = ?",
-            paymentIntentID, payment.paymentID)
+            """
+            UPDATE payments SET payment_intent_id = coalesce(?, payment_intent_id),
+                subscription_id = coalesce(?, subscription_id)
+            WHERE payment_id = ?
+            """, paymentIntentID, subscriptionID, payment.paymentID)
         try PaymentRecord.transition(db, payment, to: .paid, kind: "payment.paid", detail: "source=\(source)", now: now)
-        try StockLedger.commit(db, paymentID: payment.paymentID, now: now)
+        try CheckoutHolds.commit(db, paymentID: payment.paymentID, now: now)
         let orderID = "ord_" + payment.paymentID.dropFirst("pay_".count)
         try db.query(
             "INSERT INTO orders (order_id, payment_id, deal_id, created_at) VALUES (?, ?, ?, ?)", orderID,

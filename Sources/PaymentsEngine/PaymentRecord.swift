@@ -25,8 +25,13 @@ public struct PaymentRecord: Sendable, Equatable {
     public var updatedAt: Int64
     public var items: [LineItemRecord]
     public var metadata: [Header]
+    /// The unique names it asked for (held, taken or released with it).
+    public var claims: [String]
     /// Its refunds, oldest first.
     public var refunds: [RefundRecord]
+
+    /// The Stripe prices and quantities of a subscription checkout (see `CheckoutRequest.prices`).
+    public var prices: String { CheckoutRequest.prices(self.items) }
 
     static let columns = """
         p.payment_id, p.deal_id, p.customer_ref, p.mode, p.status, p.currency, p.amount_total, p.amount_refunded,
@@ -54,6 +59,13 @@ public struct PaymentRecord: Sendable, Equatable {
         try db.query(Self.select("p.deal_id = ? ORDER BY p.created_at, p.rowid"), arguments: [dealID]).map {
             try Self.decode($0, db)
         }
+    }
+
+    /// The customer's open subscription checkout, on whatever deal (at most one: a UNIQUE index says so).
+    static func openSubscription(_ db: Connection, customerRef: String) throws -> PaymentRecord? {
+        try db.query(
+            Self.select("p.customer_ref = ? AND p.mode = 'SUBSCRIPTION' AND p.status = 'CREATED'"), arguments: [customerRef]
+        ).first.map { try Self.decode($0, db) }
     }
 
     /// The deal's open checkout, if any (at most one: a UNIQUE index says so).
@@ -84,7 +96,7 @@ public struct PaymentRecord: Sendable, Equatable {
             paymentIntentID: row.optionalString(14), subscriptionID: row.optionalString(15),
             failureReason: row.optionalString(16), orderID: row.optionalString(17), createdAt: row.int64(18),
             updatedAt: row.int64(19), items: items, metadata: metadata,
-            refunds: try RefundRecord.all(db, paymentID: paymentID))
+            claims: try ClaimLedger.keys(db, paymentID: paymentID), refunds: try RefundRecord.all(db, paymentID: paymentID))
     }
 
     /// Inserts a new CREATED payment with its items and metadata.

@@ -26,5 +26,11 @@ public enum PaymentsError: Error, Sendable, Equatable {
     case stripeUnavailable
     case lockTimeout
     case idempotencyKeyReused
+    /// A name held or taken by another deal (guarantee 6).
+    case claimTaken(key: String)
+    /// ReleaseClaim of a name an open checkout holds.
+    case claimHeld(key: String, dealID: String)
+    /// ReleaseClaim of a name nobody has.
+    case claimNotFound(String)
     case notImplemented(String)
 }

@@ -17,6 +17,8 @@ public struct StripeEventSummary: Sendable, Equatable {
     public let objectStatus: String?
     public let paymentStatus: String?
     public let paymentIntentID: String?
+    /// A session's subscription, or the subscription itself (`customer.subscription.*`).
+    public let subscriptionID: String?
     /// The refunds the event names: its object for `refund.*`, the charge's list for `charge.refunded`.
     public let refunds: [RefundObject]
 
@@ -40,6 +42,7 @@ public struct StripeEventSummary: Sendable, Equatable {
             let status: String?
             let payment_status: String?
             let payment_intent: String?
+            let subscription: String?
             let client_reference_id: String?
             let metadata: [String: String]?
             /// A charge's refunds (`charge.refunded`), when Stripe includes them.
@@ -58,12 +61,13 @@ public struct StripeEventSummary: Sendable, Equatable {
         else { return nil }
         let object = envelope.data.object
         let isSession = object.object == "checkout.session"
+        let isSubscription = object.object == "subscription"
         let refunds = envelope.data.refund.map { [$0] } ?? (object.object == "charge" ? object.refunds?.data ?? [] : [])
         return StripeEventSummary(
             eventID: envelope.id, type: envelope.type, created: envelope.created ?? 0, objectID: object.id ?? "",
             dealID: object.metadata?["deal_id"] ?? (isSession ? object.client_reference_id : nil),
-            paymentID: isSession || object.object == "refund" ? object.metadata?["payment_id"] : nil,
+            paymentID: isSession || isSubscription || object.object == "refund" ? object.metadata?["payment_id"] : nil,
             objectStatus: object.status, paymentStatus: object.payment_status, paymentIntentID: object.payment_intent,
-            refunds: refunds)
+            subscriptionID: isSubscription ? object.id : object.subscription, refunds: refunds)
     }
 }

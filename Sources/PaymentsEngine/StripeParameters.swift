@@ -14,18 +14,31 @@ enum StripeParameters {
         for (index, item) in payment.items.enumerated() {
             let prefix = "line_items[\(index)]"
             form.add("\(prefix)[quantity]", item.quantity)
-            form.add("\(prefix)[price_data][currency]", payment.currency)
-            form.add("\(prefix)[price_data][unit_amount]", item.unitAmount)
-            form.add("\(prefix)[price_data][product_data][name]", item.name)
-            form.add("\(prefix)[price_data][product_data][metadata][sku]", item.sku)
+            switch payment.mode {
+            case .subscription:
+                form.add("\(prefix)[price]", item.priceID)
+            case .payment, .unspecified:
+                form.add("\(prefix)[price_data][currency]", payment.currency)
+                form.add("\(prefix)[price_data][unit_amount]", item.unitAmount)
+                form.add("\(prefix)[price_data][product_data][name]", item.name)
+                form.add("\(prefix)[price_data][product_data][metadata][sku]", item.sku)
+            }
         }
         for entry in payment.metadata { form.add("metadata[\(entry.key)]", entry.value) }
         form.add("metadata[deal_id]", payment.dealID)
         form.add("metadata[payment_id]", payment.paymentID)
         if !payment.customerRef.isEmpty { form.add("metadata[customer_ref]", payment.customerRef) }
-        // The payment intent carries the ids too, so refunds and charge events find their payment.
-        form.add("payment_intent_data[metadata][deal_id]", payment.dealID)
-        form.add("payment_intent_data[metadata][payment_id]", payment.paymentID)
+        switch payment.mode {
+        case .subscription:
+            // Stripe takes no payment_intent_data here; the subscription carries the ids, so its
+            // customer.subscription.* events find their payment.
+            form.add("subscription_data[metadata][deal_id]", payment.dealID)
+            form.add("subscription_data[metadata][payment_id]", payment.paymentID)
+        case .payment, .unspecified:
+            // The payment intent carries the ids too, so refunds and charge events find their payment.
+            form.add("payment_intent_data[metadata][deal_id]", payment.dealID)
+            form.add("payment_intent_data[metadata][payment_id]", payment.paymentID)
+        }
         return form
     }
 }

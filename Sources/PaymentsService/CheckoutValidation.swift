@@ -6,17 +6,23 @@ import PaymentsWire
 enum CheckoutValidation {
     static func validate(_ request: CreateCheckoutRequest) throws -> CheckoutRequest {
         try Field.identifier(request.dealID, "deal_id")
-        if !request.customerRef.isEmpty { try Field.identifier(request.customerRef, "customer_ref") }
+        let subscription: Bool
         switch request.mode {
-        case .payment: break
+        case .payment:
+            subscription = false
+            if !request.customerRef.isEmpty { try Field.identifier(request.customerRef, "customer_ref") }
         case .subscription:
-            throw PaymentsError.notImplemented("subscription checkouts are not served by this version")
+            subscription = true
+            // The customer is who "one open subscription checkout" is counted for (guarantee 2).
+            try Field.identifier(request.customerRef, "customer_ref")
         case .unspecified:
             throw PaymentsError.invalidField(field: "mode", message: "mode must be PAYMENT or SUBSCRIPTION")
         }
-        guard request.claims.isEmpty else {
-            throw PaymentsError.notImplemented("claims are not served by this version")
+        try Field.check(request.claims.count <= 20, "claims", "at most 20 claims")
+        for (index, key) in request.claims.enumerated() {
+            try Field.identifier(key, "claims[\(index)]")
         }
+        try Field.check(Set(request.claims).count == request.claims.count, "claims", "a claim is named once")
         try Field.check(
             request.currency.utf8.count == 3 && request.currency.utf8.allSatisfy { (0x61...0x7A).contains($0) },
             "currency", "currency must be a lowercase ISO-4217 code such as \"usd\"")
@@ -30,10 +36,18 @@ enum CheckoutValidation {
                 (1...250).contains(item.name.unicodeScalars.count) && Field.isPrintable(item.name), "\(name).name",
                 "an item's name is 1 to 250 printable characters")
             try Field.check((1...1000).contains(item.quantity), "\(name).quantity", "quantity must be 1 to 1000")
-            try Field.check(
-                (1...99_999_999).contains(item.unitAmount), "\(name).unit_amount",
-                "unit_amount must be 1 to 99999999 minor units")
-            try Field.check(item.priceID.isEmpty, "\(name).price_id", "price_id is for subscription checkouts only")
+            if subscription {
+                // Stripe's price says what it costs; an amount here could only disagree with it.
+                try Field.check(
+                    Field.isPriceID(item.priceID), "\(name).price_id",
+                    "a subscription item names a Stripe price: price_ and 1 to 122 of [A-Za-z0-9_]")
+                try Field.check(item.unitAmount == 0, "\(name).unit_amount", "a subscription item's price sets its amount: leave unit_amount 0")
+            } else {
+                try Field.check(
+                    (1...99_999_999).contains(item.unitAmount), "\(name).unit_amount",
+                    "unit_amount must be 1 to 99999999 minor units")
+                try Field.check(item.priceID.isEmpty, "\(name).price_id", "price_id is for subscription checkouts only")
+            }
             total += item.quantity * item.unitAmount
         }
         try Field.check(total <= 99_999_999, "items", "the checkout's total must not exceed 99999999 minor units")
@@ -59,13 +73,20 @@ enum CheckoutValidation {
             items: request.items.map {
                 LineItemRecord(sku: $0.sku, name: $0.name, quantity: $0.quantity, unitAmount: $0.unitAmount, priceID: $0.priceID)
             },
-            successURL: request.successURL, cancelURL: request.cancelURL, onOpen: request.onOpen,
+            claims: request.claims, successURL: request.successURL, cancelURL: request.cancelURL, onOpen: request.onOpen,
             metadata: request.metadata)
     }
 }
 
 /// Field checks shared by every method.
 enum Field {
+    /// A Stripe price id: `price_` then 1-122 of [A-Za-z0-9_].
+    static func isPriceID(_ value: String) -> Bool {
+        let bytes = Array(value.utf8)
+        return value.hasPrefix("price_") && (7...128).contains(bytes.count)
+            && bytes.allSatisfy { (0x30...0x39).contains($0) || (0x41...0x5A).contains($0) || (0x61...0x7A).contains($0) || $0 == 0x5F }
+    }
+
     /// 1-128 characters of [A-Za-z0-9_.:-] (deal ids, payment ids, SKUs, claim keys, customer refs).
     static func identifier(_ value: String, _ field: String) throws {
         let bytes = Array(value.utf8)

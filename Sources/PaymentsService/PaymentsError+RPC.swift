@@ -59,6 +59,15 @@ extension PaymentsError: RPCErrorConvertible {
             RPCError(
                 .invalidArgument, "idempotency_key_reused",
                 "this idempotency key was used with another method or payload")
+        case .claimTaken(let key):
+            RPCError(
+                .alreadyExists, "claim_taken", "the name is held or taken by another deal", details: [Header("key", key)])
+        case .claimHeld(let key, let dealID):
+            RPCError(
+                .failedPrecondition, "claim_held", "an open checkout holds the name; cancel that checkout instead",
+                details: [Header("key", key), Header("deal_id", dealID)])
+        case .claimNotFound(let key):
+            RPCError(.notFound, "claim_not_found", "nobody has this name", details: [Header("key", key)])
         case .notImplemented(let message):
             RPCError(.unimplemented, "not_implemented", message)
         }

@@ -74,6 +74,6 @@ extension Payment {
             items: record.items.map {
                 LineItem(sku: $0.sku, name: $0.name, quantity: $0.quantity, unitAmount: $0.unitAmount, priceID: $0.priceID)
             },
-            claims: [], subscriptionID: record.subscriptionID ?? "", refunds: record.refunds.map(Refund.init))
+            claims: record.claims, subscriptionID: record.subscriptionID ?? "", refunds: record.refunds.map(Refund.init))
     }
 }

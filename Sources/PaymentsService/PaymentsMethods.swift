@@ -57,6 +57,8 @@ public struct PaymentsMethods: Sendable {
         }
         table.register(.cancelCheckout) { payload, context in try await self.cancelCheckout(payload, context) }
         table.register(.refundPayment) { payload, context in try await self.refundPayment(payload, context) }
+        table.register(.getClaim, ClaimRef.self) { request, context in try await self.getClaim(request) }
+        table.register(.releaseClaim) { payload, context in try await self.releaseClaim(payload, context) }
         table.register(.reconcile, ReconcileRequest.self) { _, _ in
             let report = await self.janitor.sweep(force: true)
             return ReconcileReport(

@@ -208,5 +208,30 @@ public enum Schema {
                     PRIMARY KEY (event_id, stripe_refund_id)
                 ) STRICT;
                 """),
+        Migration(
+            version: 5, name: "claims_and_subscriptions",
+            sql: """
+                -- Guarantee 6: unique names (slug:alice) a checkout holds for its deal, taken at fulfilment.
+                -- HELD lives as long as the checkout; RELEASED rows are history.
+                CREATE TABLE claims (
+                    key TEXT NOT NULL,
+                    payment_id TEXT NOT NULL REFERENCES payments(payment_id),
+                    deal_id TEXT NOT NULL,
+                    state TEXT NOT NULL CHECK (state IN ('HELD', 'TAKEN', 'RELEASED')),
+                    created_at INTEGER NOT NULL,
+                    updated_at INTEGER NOT NULL,
+                    PRIMARY KEY (payment_id, key)
+                ) STRICT;
+                -- One holder per name, enforced by the database: a hold lives exactly as long as its open
+                -- checkout (released only once Stripe has confirmed the expiry), so no clock is needed here.
+                CREATE UNIQUE INDEX claims_one_holder ON claims(key) WHERE state IN ('HELD', 'TAKEN');
+
+                -- Guarantee 2: one open subscription checkout per customer, across deals.
+                CREATE UNIQUE INDEX payments_one_open_subscription_per_customer ON payments(customer_ref)
+                    WHERE status = 'CREATED' AND mode = 'SUBSCRIPTION';
+
+                -- The subscription a completed session made, as the event named it.
+                ALTER TABLE stripe_events ADD COLUMN subscription_id TEXT;
+                """),
     ]
 }

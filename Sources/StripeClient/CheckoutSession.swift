@@ -11,9 +11,11 @@ public struct CheckoutSession: Decodable, Sendable, Equatable {
     public let paymentStatus: String?
     public let url: String?
     public let paymentIntent: String?
+    /// The subscription a completed subscription-mode session made.
+    public let subscription: String?
 
     enum CodingKeys: String, CodingKey {
-        case id, status, url
+        case id, status, url, subscription
         case paymentStatus = "payment_status"
         case paymentIntent = "payment_intent"
     }

@@ -9,8 +9,13 @@ struct CheckoutCommand: ParsableCommand {
 
     @Option(help: "The deal to check out.") var deal: String
     @Option(help: "Lowercase ISO-4217 currency.") var currency = "usd"
-    @Option(name: .customLong("item"), help: "An item as SKU:NAME:QUANTITY:UNIT_AMOUNT (repeatable).")
+    @Option(
+        name: .customLong("item"),
+        help: "An item as SKU:NAME:QUANTITY:UNIT_AMOUNT, or SKU:NAME:QUANTITY:PRICE_ID with --subscription (repeatable).")
     var items: [String]
+    @Flag(help: "A subscription checkout: items name Stripe prices; --customer-ref is required.") var subscription = false
+    @Option(name: .customLong("claim"), help: "A unique name to hold for the deal, e.g. slug:alice (repeatable).")
+    var claims: [String] = []
     @Option(name: .customLong("success-url")) var successURL: String
     @Option(name: .customLong("cancel-url")) var cancelURL: String
     @Option(name: .customLong("customer-ref")) var customerRef = ""
@@ -21,6 +26,12 @@ struct CheckoutCommand: ParsableCommand {
     func run() throws {
         let lineItems = try self.items.map { text -> LineItem in
             let parts = text.split(separator: ":", maxSplits: 3, omittingEmptySubsequences: false).map(String.init)
+            if self.subscription {
+                guard parts.count == 4, let quantity = Int64(parts[2]) else {
+                    throw ValidationError("--item wants SKU:NAME:QUANTITY:PRICE_ID with --subscription, got \(text)")
+                }
+                return LineItem(sku: parts[0], name: parts[1], quantity: quantity, priceID: parts[3])
+            }
             guard parts.count == 4, let quantity = Int64(parts[2]), let amount = Int64(parts[3]) else {
                 throw ValidationError("--item wants SKU:NAME:QUANTITY:UNIT_AMOUNT, got \(text)")
             }
@@ -38,8 +49,8 @@ struct CheckoutCommand: ParsableCommand {
             return Header(String(entry[..<equals]), String(entry[entry.index(after: equals)...]))
         }
         let request = CreateCheckoutRequest(
-            dealID: self.deal, customerRef: self.customerRef, mode: .payment, currency: self.currency, items: lineItems,
-            successURL: self.successURL, cancelURL: self.cancelURL, onOpen: policy, metadata: headers)
+            dealID: self.deal, customerRef: self.customerRef, mode: self.subscription ? .subscription : .payment,
+            currency: self.currency, items: lineItems, claims: self.claims, successURL: self.successURL, cancelURL: self.cancelURL, onOpen: policy, metadata: headers)
         try CallRunner.run(
             .createCheckout, request: request, options: self.options, idempotencyKey: self.idempotencyKey,
             as: Payment.self, output: PaymentOutput.init, human: PaymentOutput.line)

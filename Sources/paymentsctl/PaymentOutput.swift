@@ -26,6 +26,8 @@ struct PaymentOutput: Encodable {
     let created_at: Int64
     let updated_at: Int64
     let items: [Item]
+    let claims: [String]
+    let subscription_id: String
     let refunds: [RefundOutput]
 
     init(_ payment: Payment) {
@@ -46,6 +48,8 @@ struct PaymentOutput: Encodable {
         self.created_at = payment.createdAt
         self.updated_at = payment.updatedAt
         self.items = payment.items.map { Item(sku: $0.sku, name: $0.name, quantity: $0.quantity, unit_amount: $0.unitAmount) }
+        self.claims = payment.claims
+        self.subscription_id = payment.subscriptionID
         self.refunds = payment.refunds.map(RefundOutput.init)
     }
 
@@ -56,6 +60,8 @@ struct PaymentOutput: Encodable {
         if !payment.checkoutURL.isEmpty { text += " url=\(payment.checkoutURL)" }
         if !payment.orderID.isEmpty { text += " order=\(payment.orderID)" }
         if !payment.failureReason.isEmpty { text += " failure=\(payment.failureReason)" }
+        if !payment.claims.isEmpty { text += " claims=\(payment.claims.joined(separator: ","))" }
+        if !payment.subscriptionID.isEmpty { text += " subscription=\(payment.subscriptionID)" }
         if payment.amountRefunded > 0 { text += " refunded=\(payment.amountRefunded)" }
         for refund in payment.refunds { text += "\n  refund " + RefundOutput.line(refund) }
         return text

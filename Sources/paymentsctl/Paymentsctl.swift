@@ -14,7 +14,7 @@ struct Paymentsctl: ParsableCommand {
         subcommands: [
             HealthCommand.self, MetricsCommand.self, CheckoutCommand.self, PaymentCommand.self, PaymentsCommand.self,
             EventsCommand.self, StockCommand.self, ConfirmCommand.self, CancelCommand.self, WebhookCommand.self,
-            ReconcileCommand.self, RefundCommand.self,
+            ReconcileCommand.self, RefundCommand.self, ClaimCommand.self,
         ])
 
     /// Options shared by every subcommand, with whether each takes a value.
