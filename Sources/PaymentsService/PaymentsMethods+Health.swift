@@ -24,6 +24,19 @@ extension PaymentsMethods {
                 "SELECT count(*) FROM payments WHERE status = 'CREATED' AND expires_at <= ?", now - Janitor.expiryGrace)!
                 .int(0)
             let late = try db.queryFirst("SELECT count(*) FROM audit_events WHERE kind = 'payment.late'")!.int(0)
+            // Zero unless something is wrong: Stripe never refunds more than was paid, and the
+            // refunds table refuses it for the refunds paymentsd sends.
+            let overRefunded = try db.queryFirst(
+                """
+                SELECT count(*) FROM payments p
+                WHERE (SELECT coalesce(sum(amount), 0) FROM refunds r
+                       WHERE r.payment_id = p.payment_id AND r.status = 'SUCCEEDED') > p.amount_total
+                """)!.int(0)
+            let strayHolds = try db.queryFirst(
+                """
+                SELECT count(*) FROM claims c JOIN payments p USING (payment_id)
+                WHERE c.state = 'HELD' AND p.status <> 'CREATED'
+                """)!.int(0)
             return [
                 ("paymentsd_operations_pending", "Operations started and not finished.", Int(try OperationLog.pendingCount(db))),
                 ("paymentsd_operations_stuck", "Unfinished operations that failed \(Janitor.stuckAfterAttempts) times or more.", counts.stuck),
@@ -31,6 +44,8 @@ extension PaymentsMethods {
                 ("paymentsd_stripe_events_orphaned", "Webhook events for objects no payment of paymentsd knows.", counts.orphans),
                 ("paymentsd_checkouts_overdue", "Open checkouts past their expiry and grace (holds outliving their session).", overdue),
                 ("paymentsd_payments_late", "Payments that arrived for a checkout already closed.", late),
+                ("paymentsd_payments_over_refunded", "Payments whose succeeded refunds exceed the amount paid.", overRefunded),
+                ("paymentsd_claims_held_without_checkout", "Names held for a checkout that is no longer open.", strayHolds),
             ]
         }
         var text = self.metrics.exposition()

@@ -258,23 +258,6 @@ def test_validation_accepts_the_limits(pay_daemon, fake_stripe, pb):
     assert not wrong, "valid requests at the limits:\n" + "\n".join(wrong)
 
 
-def test_subscription_mode_and_claims_not_implemented_yet(pay_daemon, fake_stripe, pb):
-    d = pay_daemon()
-    c = d.client()
-    sub = checkout_request("deal-sub", [item("plan", 1, 0, price_id="price_basic")],
-                           mode=pb.MODE_SUBSCRIPTION, customer_ref="cust_sub")
-    status, _ = c.call("CreateCheckout", sub)
-    expect_error(status, "UNIMPLEMENTED", "not_implemented", "mode SUBSCRIPTION")
-    claims = checkout_request("deal-claims", claims=["slug:alice"])
-    status, _ = c.call("CreateCheckout", claims)
-    expect_error(status, "UNIMPLEMENTED", "not_implemented", "claims")
-    assert fake_stripe.counters()["requests"] == {}, (
-        f"unimplemented requests reached the fake: {fake_stripe.counters()['requests']}")
-    for deal in ("deal-sub", "deal-claims"):
-        status, _ = c.call("GetPayment", pb.PaymentRef(deal_id=deal))
-        expect_error(status, "NOT_FOUND", "deal_not_found", f"{deal} after not_implemented")
-
-
 # ---------------------------------------------------------------------------
 # Guarantee 1: one open checkout per deal
 
