@@ -219,6 +219,58 @@ try await InProcessServer.with(table: table, metrics: metrics) { socket, _ in
         "\(fixed(distinct.percentile(0.5))) / \(fixed(distinct.percentile(0.99)))"])
     row("the same event redelivered", [fixed(duplicates.perSecond), fixed(duplicates.perSecond / commitRate, 2),
         "\(fixed(duplicates.percentile(0.5))) / \(fixed(duplicates.percentile(0.99)))"])
+
+    print("\n## RefundPayment against the fake Stripe's own refund create, one client, 1 cent per refund")
+    // Two paid payments large enough for every refund of the run: one refunded straight at the
+    // fake by the same client library (the baseline), one through paymentsd.
+    let paid: [Payment] = try await blocking {
+        let connection = try PaymentsConnection(path: socket)
+        return try (0..<2).map { index in
+            let request = CreateCheckoutRequest(
+                dealID: "refund-\(run)-\(index)", mode: .payment, currency: "usd",
+                items: [LineItem(sku: "gift", name: "Gift card", quantity: 1000, unitAmount: 90_000)],
+                successURL: "https://shop.example/ok", cancelURL: "https://shop.example/no")
+            let open = try Payment(serialized: call(connection, .createCheckout, request))
+            _ = try fake.control(
+                "POST", "/_fake/sessions/\(open.checkoutSessionID)/complete", json: #"{"paid": true}"#)
+            return try Payment(serialized: call(connection, .confirmCheckout, PaymentRef(paymentID: open.paymentID)))
+        }
+    }
+    let directRefunds = await measure(socket: echoPath, clients: 1, seconds: seconds) { _, _, iteration in
+        var form = FormParameters()
+        form.add("payment_intent", paid[0].paymentIntentID)
+        form.add("amount", 1)
+        let done = DispatchSemaphore(value: 0)
+        let failure = Shared<String?>(nil)
+        Task {
+            do {
+                _ = try await stripe.createRefund(
+                    form, idempotencyKey: "bench-refund-\(run)-\(iteration)", deadline: .now + .seconds(30))
+            } catch {
+                failure.withLock { $0 = "\(error)" }
+            }
+            done.signal()
+        }
+        done.wait()
+        if let failure = failure.value { fatalError("direct refund failed: \(failure)") }
+        return 1
+    }
+    let refunds = await measure(socket: socket, clients: 1, seconds: seconds) { connection, _, iteration in
+        let response = try connection.call(
+            .refundPayment, payload: RefundRequest(paymentID: paid[1].paymentID, amount: 1).serialized(),
+            idempotencyKey: "bench-\(run)-\(iteration)")
+        precondition(response.status.code == .ok, "RefundPayment failed: \(response.status)")
+        let refund = try Refund(serialized: response.payload)
+        precondition(refund.status == .succeeded, "refund not SUCCEEDED: \(refund.status.name)")
+        return 1
+    }
+    row("scenario", ["calls/s", "mean us", "p50 / p99 us"])
+    row("fake Stripe alone (refund create)", [fixed(directRefunds.perSecond), fixed(directRefunds.meanMicroseconds),
+        "\(fixed(directRefunds.percentile(0.5))) / \(fixed(directRefunds.percentile(0.99)))"])
+    row("RefundPayment through paymentsd", [fixed(refunds.perSecond), fixed(refunds.meanMicroseconds),
+        "\(fixed(refunds.percentile(0.5))) / \(fixed(refunds.percentile(0.99)))"])
+    row("service time (total - fake)", ["", fixed(refunds.meanMicroseconds - directRefunds.meanMicroseconds),
+        "ratio total/fake \(fixed(refunds.meanMicroseconds / directRefunds.meanMicroseconds, 2))"])
 }
 
 try await echo.close()
