@@ -35,9 +35,7 @@ extension CheckoutEngine {
                 }
                 switch (session.status, session.paymentStatus) {
                 case ("complete", "paid"):
-                    try Fulfilment.apply(
-                        db, open, paymentIntentID: session.paymentIntent, subscriptionID: session.subscription,
-                        source: "confirm", now: now)
+                    try Fulfilment.apply(db, open, paid: .init(session), source: "confirm", now: now)
                 case ("expired", _):
                     // Stripe confirms the expiry: only now is the stock let go (guarantee 5).
                     try PaymentRecord.transition(db, open, to: .expired, kind: "checkout.expired", detail: "source=confirm", now: now)

@@ -6,8 +6,7 @@ extension CheckoutEngine {
     /// fulfilled; otherwise nothing is sold, the payment says why, and a full refund is recorded.
     /// Returns that refund's id: it must now be sent (`RefundEngine.send`).
     static func applyLatePayment(
-        _ db: Connection, _ payment: PaymentRecord, paymentIntentID: String?, subscriptionID: String?, source: String,
-        now: Int64
+        _ db: Connection, _ payment: PaymentRecord, paid: Fulfilment.Settlement, source: String, now: Int64
     ) throws -> String? {
         let quantities = payment.items.reduce(into: [String: Int64]()) { $0[$1.sku, default: 0] += $1.quantity }
         let gone: String
@@ -20,8 +19,7 @@ extension CheckoutEngine {
             try AuditLog.append(
                 db, dealID: payment.dealID, paymentID: payment.paymentID, kind: "payment.late",
                 from: payment.status.name, detail: "stock and names held again; fulfilled", now: now)
-            try Fulfilment.apply(
-                db, payment, paymentIntentID: paymentIntentID, subscriptionID: subscriptionID, source: source, now: now)
+            try Fulfilment.apply(db, payment, paid: paid, source: source, now: now)
             return nil
         } catch PaymentsError.insufficientStock(let sku) {
             gone = "insufficient_stock sku=\(sku)"
@@ -29,22 +27,19 @@ extension CheckoutEngine {
             gone = "claim_taken key=\(key)"
         }
         try db.executeScript("ROLLBACK TO late_payment; RELEASE late_payment")
-        // A subscription's amount is Stripe's price, unknown here: nothing to refund by amount.
-        // The operator sees it in the audit trail (managing subscriptions is out of scope).
-        let refundable = payment.amountTotal > 0
+        // What Stripe charged is refunded: for a subscription only Stripe knows it (its prices').
+        try Fulfilment.record(db, payment, paid)
+        guard let charged = try PaymentRecord.load(db, paymentID: payment.paymentID)?.amountTotal else { return nil }
+        let refundable = charged > 0
         let reason = (refundable ? "late_payment_refunded: " : "late_payment_not_refunded: ") + gone
         try db.query(
-            """
-            UPDATE payments SET failure_reason = ?, payment_intent_id = coalesce(?, payment_intent_id),
-                subscription_id = coalesce(?, subscription_id), updated_at = ?
-            WHERE payment_id = ?
-            """, reason, paymentIntentID, subscriptionID, now, payment.paymentID)
+            "UPDATE payments SET failure_reason = ?, updated_at = ? WHERE payment_id = ?", reason, now, payment.paymentID)
         try AuditLog.append(
             db, dealID: payment.dealID, paymentID: payment.paymentID, kind: "payment.late",
             from: payment.status.name, detail: refundable ? "\(reason); refunding" : reason, now: now)
         guard refundable else { return nil }
         return try RefundLedger.insert(
-            db, payment, amount: payment.amountTotal, reason: .requestedByCustomer, restock: false,
+            db, payment, amount: charged, reason: .requestedByCustomer, restock: false,
             cause: "late_payment", caller: nil, now: now)
     }
 }

@@ -162,6 +162,7 @@ public final class CheckoutEngine: Sendable {
                     }
                     return .existing(open)
                 case .replace:
+                    try ClaimLedger.ensureFree(db, keys: request.claims, replacing: open.paymentID)
                     // A payment whose session is not known yet is finished first, then replaced.
                     return open.checkoutSessionID == nil ? .existing(open) : .replace(open)
                 case .reject:
@@ -173,11 +174,12 @@ public final class CheckoutEngine: Sendable {
             {
                 switch request.onOpen {
                 case .unspecified, .returnExisting:
-                    guard other.prices == request.prices else {
+                    guard other.prices == request.prices, Set(other.claims) == Set(request.claims) else {
                         throw PaymentsError.checkoutInProgress(paymentID: other.paymentID)
                     }
                     return .customerOpen(other)
                 case .replace:
+                    try ClaimLedger.ensureFree(db, keys: request.claims, replacing: other.paymentID)
                     return .customerOpen(other)
                 case .reject:
                     throw PaymentsError.checkoutInProgress(paymentID: other.paymentID)
@@ -333,9 +335,7 @@ public final class CheckoutEngine: Sendable {
             let now = self.now()
             guard let current = try PaymentRecord.load(db, paymentID: payment.paymentID) else { return }
             if session.paymentStatus == "paid" {
-                try Fulfilment.apply(
-                    db, current, paymentIntentID: session.paymentIntent, subscriptionID: session.subscription,
-                    source: "expire_refused", now: now)
+                try Fulfilment.apply(db, current, paid: .init(session), source: "expire_refused", now: now)
             }
             try OperationLog.finish(db, .expireSession, paymentID: payment.paymentID, now: now)
         }

@@ -34,6 +34,21 @@ public enum ClaimLedger {
         }
     }
 
+    /// Refuses, before anything is closed for it, a request whose names another deal has: a
+    /// REPLACE must not cancel the open checkout only to be refused the names afterwards.
+    /// `replacing` is the checkout being replaced, whose own holds do not count.
+    static func ensureFree(_ db: Connection, keys: [String], replacing paymentID: String) throws {
+        for key in keys {
+            let current = try Self.get(db, key: key)
+            let someoneHasIt: Bool
+            switch current.state {
+            case .held, .taken: someoneHasIt = current.paymentID != paymentID
+            case .free, .unspecified: someoneHasIt = false
+            }
+            if someoneHasIt { throw PaymentsError.claimTaken(key: key) }
+        }
+    }
+
     /// Lets go of the payment's holds (its checkout closed without a sale).
     static func release(_ db: Connection, paymentID: String, now: Int64) throws {
         try db.query(

@@ -43,12 +43,13 @@ public final class EventInbox: Sendable {
             try db.query(
                 """
                 INSERT INTO stripe_events (event_id, type, created, object_id, deal_id, payment_id, object_status,
-                    payment_status, payment_intent_id, subscription_id, state, received_at)
-                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'PENDING', ?) ON CONFLICT (event_id) DO NOTHING
+                    payment_status, payment_intent_id, subscription_id, amount_total, state, received_at)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'PENDING', ?) ON CONFLICT (event_id) DO NOTHING
                 """,
                 arguments: [
                     event.eventID, event.type, event.created, event.objectID, event.dealID, event.paymentID,
-                    event.objectStatus, event.paymentStatus, event.paymentIntentID, event.subscriptionID, now,
+                    event.objectStatus, event.paymentStatus, event.paymentIntentID, event.subscriptionID,
+                    event.amountTotal, now,
                 ])
             guard db.changes == 1 else { return false }
             for refund in event.refunds {
@@ -142,7 +143,7 @@ public final class EventInbox: Sendable {
             let row = try db.queryFirst(
                 """
                 SELECT type, object_id, payment_id, payment_status, payment_intent_id, state, subscription_id,
-                    object_status
+                    object_status, amount_total
                 FROM stripe_events WHERE event_id = ?
                 """, eventID), row.string(5) == "PENDING"
         else { return (.duplicate, nil) }
@@ -159,9 +160,10 @@ public final class EventInbox: Sendable {
         switch type {
         case "checkout.session.completed" where row.optionalString(3) == "paid",
             "checkout.session.async_payment_succeeded":
-            (note, refund) = try self.fulfil(
-                db, payment, paymentIntentID: row.optionalString(4), subscriptionID: row.optionalString(6), source: type,
-                now: now)
+            let paid = Fulfilment.Settlement(
+                paymentIntentID: row.optionalString(4), subscriptionID: row.optionalString(6),
+                amountTotal: row.optionalInt64(8))
+            (note, refund) = try self.fulfil(db, payment, paid: paid, source: type, now: now)
         case "checkout.session.completed":
             note = "completed, payment not yet settled (asynchronous method)"
             try AuditLog.append(db, dealID: payment.dealID, paymentID: payment.paymentID, kind: "checkout.completed_unpaid", now: now)
@@ -206,13 +208,11 @@ public final class EventInbox: Sendable {
 
     /// Returns a note for the inbox, and the refund to send when a late payment found no stock.
     private func fulfil(
-        _ db: Connection, _ payment: PaymentRecord, paymentIntentID: String?, subscriptionID: String?, source: String,
-        now: Int64
+        _ db: Connection, _ payment: PaymentRecord, paid: Fulfilment.Settlement, source: String, now: Int64
     ) throws -> (String, String?) {
         switch payment.status {
         case .created:
-            try Fulfilment.apply(
-                db, payment, paymentIntentID: paymentIntentID, subscriptionID: subscriptionID, source: source, now: now)
+            try Fulfilment.apply(db, payment, paid: paid, source: source, now: now)
             return ("fulfilled", nil)
         case .paid, .partiallyRefunded, .refunded:
             return ("already fulfilled", nil)
@@ -227,8 +227,7 @@ public final class EventInbox: Sendable {
         case .expired, .canceled:
             // Paid at Stripe after paymentsd closed the checkout (guarantee 5).
             self.logger.warning("payment arrived for a closed checkout", metadata: ["payment_id": "\(payment.paymentID)"])
-            let refundID = try CheckoutEngine.applyLatePayment(
-                db, payment, paymentIntentID: paymentIntentID, subscriptionID: subscriptionID, source: source, now: now)
+            let refundID = try CheckoutEngine.applyLatePayment(db, payment, paid: paid, source: source, now: now)
             return refundID == nil ? ("late payment fulfilled", nil) : ("late payment, stock gone: refunding", refundID)
         case .unspecified:
             preconditionFailure("a stored payment has no status")

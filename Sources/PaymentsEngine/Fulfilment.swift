@@ -1,4 +1,5 @@
 import PaymentsStore
+import StripeClient
 
 /// Turns a paid checkout into an order: the one code path for every trigger.
 ///
@@ -7,23 +8,48 @@ import PaymentsStore
 /// one order is created (UNIQUE per payment). Running it again for a paid
 /// payment changes nothing.
 enum Fulfilment {
+    /// What Stripe says about a paid checkout: its payment intent, the subscription it made,
+    /// and what it charged (a subscription's amount is its prices', known only to Stripe).
+    struct Settlement: Sendable {
+        var paymentIntentID: String?
+        var subscriptionID: String?
+        var amountTotal: Int64?
+
+        init(paymentIntentID: String?, subscriptionID: String? = nil, amountTotal: Int64? = nil) {
+            self.paymentIntentID = paymentIntentID
+            self.subscriptionID = subscriptionID
+            self.amountTotal = amountTotal
+        }
+
+        init(_ session: CheckoutSession) {
+            self.init(
+                paymentIntentID: session.paymentIntent, subscriptionID: session.subscription,
+                amountTotal: session.amountTotal)
+        }
+    }
+
+    /// Records the settlement's ids, and for a subscription the amount Stripe charged.
+    static func record(_ db: Connection, _ payment: PaymentRecord, _ paid: Settlement) throws {
+        try db.query(
+            """
+            UPDATE payments SET payment_intent_id = coalesce(?, payment_intent_id),
+                subscription_id = coalesce(?, subscription_id),
+                amount_total = CASE WHEN mode = 'SUBSCRIPTION' THEN coalesce(?, amount_total) ELSE amount_total END
+            WHERE payment_id = ?
+            """, paid.paymentIntentID, paid.subscriptionID, paid.amountTotal, payment.paymentID)
+    }
+
     /// Fulfils `payment` if it is not paid yet; returns whether this call did. A closed checkout
     /// (a late payment) must have had its stock held again by the caller first.
     @discardableResult
-    static func apply(
-        _ db: Connection, _ payment: PaymentRecord, paymentIntentID: String?, subscriptionID: String? = nil,
-        source: String, now: Int64
-    ) throws -> Bool {
+    static func apply(_ db: Connection, _ payment: PaymentRecord, paid: Settlement, source: String, now: Int64) throws
+        -> Bool
+    {
         switch payment.status {
         case .created, .expired, .canceled: break
         case .paid, .partiallyRefunded, .refunded, .failed, .unspecified: return false
         }
-        try db.query(
-            """
-            UPDATE payments SET payment_intent_id = coalesce(?, payment_intent_id),
-                subscription_id = coalesce(?, subscription_id)
-            WHERE payment_id = ?
-            """, paymentIntentID, subscriptionID, payment.paymentID)
+        try Self.record(db, payment, paid)
         try PaymentRecord.transition(db, payment, to: .paid, kind: "payment.paid", detail: "source=\(source)", now: now)
         try CheckoutHolds.commit(db, paymentID: payment.paymentID, now: now)
         let orderID = "ord_" + payment.paymentID.dropFirst("pay_".count)

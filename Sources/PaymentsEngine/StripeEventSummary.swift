@@ -19,6 +19,8 @@ public struct StripeEventSummary: Sendable, Equatable {
     public let paymentIntentID: String?
     /// A session's subscription, or the subscription itself (`customer.subscription.*`).
     public let subscriptionID: String?
+    /// A session's `amount_total`: what Stripe charges (for a subscription, its prices').
+    public let amountTotal: Int64?
     /// The refunds the event names: its object for `refund.*`, the charge's list for `charge.refunded`.
     public let refunds: [RefundObject]
 
@@ -43,6 +45,7 @@ public struct StripeEventSummary: Sendable, Equatable {
             let payment_status: String?
             let payment_intent: String?
             let subscription: String?
+            let amount_total: Int64?
             let client_reference_id: String?
             let metadata: [String: String]?
             /// A charge's refunds (`charge.refunded`), when Stripe includes them.
@@ -68,6 +71,7 @@ public struct StripeEventSummary: Sendable, Equatable {
             dealID: object.metadata?["deal_id"] ?? (isSession ? object.client_reference_id : nil),
             paymentID: isSession || isSubscription || object.object == "refund" ? object.metadata?["payment_id"] : nil,
             objectStatus: object.status, paymentStatus: object.payment_status, paymentIntentID: object.payment_intent,
-            subscriptionID: isSubscription ? object.id : object.subscription, refunds: refunds)
+            subscriptionID: isSubscription ? object.id : object.subscription,
+            amountTotal: isSession ? object.amount_total : nil, refunds: refunds)
     }
 }

@@ -14,8 +14,10 @@ import Glibc
 /// A second call with the key waits for the first (one lock per caller and
 /// key), then answers from the stored response without doing anything again;
 /// the same key with another method or payload is `idempotency_key_reused`.
-/// Only final answers are stored: a retryable one (`stripe_unavailable`,
-/// a deadline) leaves the key free so the retry does the work.
+/// Only final answers are stored. A retryable one (`stripe_unavailable`, a
+/// deadline) records the key as taken by this method and payload without an
+/// answer: the retry does the work (and finds what the first call started),
+/// while another method or payload under the key is refused.
 final class RequestIdempotency: Sendable {
     static let retention: Int64 = 24 * 3600
 
@@ -62,18 +64,28 @@ final class RequestIdempotency: Sendable {
             return try await self.locks.withLock("idempotency:\(context.peer.uid):\(key)", deadline: context.deadline) {
                 if let stored = try await self.stored(recorder) {
                     guard stored.hash == recorder.hash else { throw PaymentsError.idempotencyKeyReused }
-                    guard stored.response.status.code == .ok else {
-                        let status = stored.response.status
-                        throw RPCError(status.code, status.reason, status.message, details: status.details)
+                    if let response = stored.response {
+                        guard response.status.code == .ok else {
+                            let status = response.status
+                            throw RPCError(status.code, status.reason, status.message, details: status.details)
+                        }
+                        return response.payload
                     }
-                    return stored.response.payload
+                    // Taken by an earlier call that got no final answer: this retry does the work.
                 }
                 do {
                     let payload = try await body(recorder)
                     try await self.saveUnlessSaved(recorder, ResponseEnvelope(requestID: 0, status: .ok, payload: payload))
                     return payload
+                } catch PaymentsError.idempotencyKeyReused {
+                    // About another payload under this key: its answer is not this key's.
+                    throw PaymentsError.idempotencyKeyReused
                 } catch let error as PaymentsError where Self.isFinal(error.rpcError.code) {
                     try await self.saveUnlessSaved(recorder, ResponseEnvelope(requestID: 0, status: error.rpcError.status))
+                    throw error
+                } catch {
+                    // The call's own error matters more than a failure to mark the key.
+                    try? await self.markTaken(recorder)
                     throw error
                 }
             }
@@ -92,7 +104,8 @@ final class RequestIdempotency: Sendable {
         }
     }
 
-    private func stored(_ recorder: Recorder) async throws -> (hash: [UInt8], response: ResponseEnvelope)? {
+    /// The key's row: its request hash, and its answer unless no call has had a final one yet.
+    private func stored(_ recorder: Recorder) async throws -> (hash: [UInt8], response: ResponseEnvelope?)? {
         let cutoff = self.now() - Self.retention
         return try await self.store.read { db in
             guard
@@ -101,17 +114,32 @@ final class RequestIdempotency: Sendable {
                     Int64(recorder.callerUID), recorder.key, cutoff),
                 case .blob(let hash) = row[0], case .blob(let response) = row[1]
             else { return nil }
-            return (hash, try ResponseEnvelope(serialized: response))
+            return (hash, response.isEmpty ? nil : try ResponseEnvelope(serialized: response))
+        }
+    }
+
+    /// Records the key as taken by this method and payload, with no answer yet (an empty response).
+    private func markTaken(_ recorder: Recorder) async throws {
+        let now = self.now()
+        try await self.store.write { db in
+            try db.query(
+                """
+                INSERT INTO idempotency_keys (caller_uid, key, request_hash, response, created_at) VALUES (?, ?, ?, ?, ?)
+                ON CONFLICT (caller_uid, key) DO NOTHING
+                """, Int64(recorder.callerUID), recorder.key, SQLValue.blob(recorder.hash), SQLValue.blob([]), now)
         }
     }
 
     private func saveUnlessSaved(_ recorder: Recorder, _ response: ResponseEnvelope) async throws {
         let now = self.now()
         try await self.store.write { db in
-            // A handler that saved inside its own transaction already did; never overwrite that answer.
+            // A handler that saved inside its own transaction already did; never overwrite that answer
+            // (a key only taken, with no answer yet, gets this one).
             let existing = try db.queryFirst(
-                "SELECT 1 FROM idempotency_keys WHERE caller_uid = ? AND key = ? AND created_at > ?",
-                Int64(recorder.callerUID), recorder.key, now - Self.retention)
+                """
+                SELECT 1 FROM idempotency_keys
+                WHERE caller_uid = ? AND key = ? AND created_at > ? AND length(response) > 0
+                """, Int64(recorder.callerUID), recorder.key, now - Self.retention)
             if existing == nil { try recorder.save(db, response, now: now) }
             try db.query("DELETE FROM idempotency_keys WHERE created_at <= ?", now - Self.retention)
         }

@@ -230,8 +230,10 @@ public enum Schema {
                 CREATE UNIQUE INDEX payments_one_open_subscription_per_customer ON payments(customer_ref)
                     WHERE status = 'CREATED' AND mode = 'SUBSCRIPTION';
 
-                -- The subscription a completed session made, as the event named it.
+                -- The subscription a completed session made, and what the session charged (a
+                -- subscription's amount is its Stripe prices', known only from Stripe).
                 ALTER TABLE stripe_events ADD COLUMN subscription_id TEXT;
+                ALTER TABLE stripe_events ADD COLUMN amount_total INTEGER;
                 """),
     ]
 }

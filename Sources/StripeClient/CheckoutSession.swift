@@ -13,9 +13,12 @@ public struct CheckoutSession: Decodable, Sendable, Equatable {
     public let paymentIntent: String?
     /// The subscription a completed subscription-mode session made.
     public let subscription: String?
+    /// What the session charges, in minor units.
+    public let amountTotal: Int64?
 
     enum CodingKeys: String, CodingKey {
         case id, status, url, subscription
+        case amountTotal = "amount_total"
         case paymentStatus = "payment_status"
         case paymentIntent = "payment_intent"
     }

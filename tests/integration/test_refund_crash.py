@@ -24,6 +24,7 @@ operation is pending, then check:
 from __future__ import annotations
 
 import subprocess
+import time
 
 import pytest
 
@@ -179,3 +180,53 @@ def test_refund_crash_and_restart(make_daemon, fake_stripe, pb, crash_point, var
     text = d.stderr_text()
     for secret in h.SECRETS:
         assert secret not in text, f"secret {secret[:6]}... in stderr"
+
+
+@pytest.mark.test_timeout(120)
+def test_refund_crash_while_stripe_keeps_it_pending(make_daemon, fake_stripe, pb, crash_point):
+    """The same crash, when Stripe answers `pending`: after the restart the row is PENDING
+    with the one Stripe refund's id, and refund.updated then settles it."""
+    env = {"STRIPE_API_BASE": fake_stripe.url, "PAYMENTSD_JANITOR_INTERVAL": "1"}
+    d = make_daemon(env=env)
+    d.start()
+    with d.client(timeout=rs.CALL_TIMEOUT) as c:
+        pay = rs.paid_payment(c, fake_stripe, DEAL, SKU, QTY, UNIT, set_stock=ON_HAND)
+    assert d.stop() == 0
+    fake_stripe.control("POST", "/_fake/config", {"refund_status": "pending"})
+    answer = cs.crash_run(d, crash_point, lambda c: rs.refund(
+        c, KEY, payment_id=pay.payment_id, amount=0, restock=True, timeout=30)[0])
+    d.start()
+
+    # Wait until the row knows its Stripe refund (the janitor resumed it), or give up.
+    deadline = time.monotonic() + 25
+    while True:
+        with d.client(timeout=rs.CALL_TIMEOUT) as c:
+            rs.reconcile(c)
+            got = rs.payment(c, pay.payment_id)
+        if (got.refunds and all(r.stripe_refund_id for r in got.refunds)) or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    with d.client(timeout=rs.CALL_TIMEOUT) as c:
+        at_fake = rs.fake_refunds(fake_stripe, pay.payment_intent_id)
+        ctx = (f"crash at {crash_point} with Stripe pending (the call answered: {answer}); "
+               f"daemon {rs.describe_payment(got)}; fake {rs.describe_fake(at_fake)}")
+        assert len(at_fake) == 1 and at_fake[0]["status"] == "pending", ctx
+        assert [(r.amount, r.status, r.stripe_refund_id) for r in got.refunds] == [
+            (QTY * UNIT, pb.REFUND_STATUS_PENDING, at_fake[0]["id"])], ctx
+        assert (got.status, got.amount_refunded) == (pb.PAYMENT_STATUS_PAID, 0), ctx
+        assert cs.get_stock(c, SKU).on_hand == ON_HAND - QTY, f"restocked while pending: {ctx}"
+        rs.assert_one_key_per_row(fake_stripe, ctx)
+
+        rs.resolve_at_stripe(fake_stripe, at_fake[0]["id"], "succeeded")
+        rs.deliver_events(c, fake_stripe, rs.refund_events(fake_stripe, at_fake[0]["id"],
+                                                           ("refund.updated",)), ctx)
+        final, _ = rs.assert_agrees_with_stripe(c, fake_stripe, pay.payment_id, ctx)
+        assert (final.status, final.amount_refunded) == (pb.PAYMENT_STATUS_REFUNDED, QTY * UNIT), ctx
+        st = cs.get_stock(c, SKU)
+        kinds = rs.kinds(c, DEAL)
+        assert st.on_hand == ON_HAND and kinds.count("stock.restocked") == 1, (
+            f"stock {st}, audit {kinds}: {ctx}")
+        s1, r1, _ = rs.refund(c, KEY, payment_id=pay.payment_id, amount=0, restock=True)
+        assert s1.code == pb.OK and r1.refund_id == final.refunds[0].refund_id, (
+            f"retry: {h.describe_status(s1)} {r1 and rs.describe_refund(r1)}: {ctx}")
+        assert len(rs.fake_refunds(fake_stripe)) == 1, f"a retry made a new refund: {ctx}"

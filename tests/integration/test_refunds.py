@@ -24,6 +24,7 @@ request counts are exact.
 from __future__ import annotations
 
 import signal
+import time
 
 import pytest
 
@@ -423,6 +424,57 @@ def test_stripe_5xx_leaves_a_pending_row_that_is_resumed_once(pay_daemon, fake_s
     assert again.refund_id == row_id and len(rs.fake_refunds(fake_stripe)) == 1
     assert len(rs.refund_posts(fake_stripe)) == n, "a finished refund was sent to Stripe again"
     assert cs.health(c).pending_operations == 0
+
+
+@pytest.mark.test_timeout(90)
+def test_a_refused_reuse_does_not_take_the_key_of_a_pending_refund(pay_daemon, fake_stripe, pb):
+    """The key of a refund left PENDING by stripe_unavailable belongs to that request: another
+    payload with it is idempotency_key_reused, and that refusal must not take the key over,
+    so the caller's retry with the original payload still resumes its refund."""
+    d = pay_daemon(env=QUIET)
+    c = d.client(timeout=rs.CALL_TIMEOUT)
+    pay = rs.paid_payment(c, fake_stripe, "deal-rf-poison", SKU, 1, 1000, set_stock=10)
+    fake_stripe.add_fault(rs.REFUNDS_ROUTE, kind="status", status=500, times=50)
+    status, _, _ = rs.refund(c, "k-poison", payment_id=pay.payment_id, amount=400)
+    fake_stripe.clear_faults()
+    expect_error(status, "UNAVAILABLE", "stripe_unavailable", "refund while Stripe answers 500")
+    [row] = rs.payment(c, pay.payment_id).refunds
+    for label, kw in (("other amount", dict(amount=300)), ("restock", dict(amount=400, restock=True))):
+        status, _, _ = rs.refund(c, "k-poison", payment_id=pay.payment_id, **kw)
+        expect_error(status, "INVALID_ARGUMENT", "idempotency_key_reused",
+                     f"the key of a pending refund, {label}")
+    assert len(rs.payment(c, pay.payment_id).refunds) == 1
+    status, ref, _ = rs.refund(c, "k-poison", payment_id=pay.payment_id, amount=400)
+    assert status.code == pb.OK, (
+        f"the retry with the original payload after a refused reuse of its key: expected OK "
+        f"(the pending refund {row.refund_id} resumed), got {h.describe_status(status)} -- "
+        f"probably the refused reuse's answer was stored under the key with the reusing "
+        f"payload's hash")
+    assert ref.refund_id == row.refund_id and ref.status == pb.REFUND_STATUS_SUCCEEDED, (
+        rs.describe_refund(ref))
+    assert len(rs.fake_refunds(fake_stripe)) == 1
+
+
+@pytest.mark.test_timeout(90)
+def test_the_key_of_a_pending_refund_is_not_free_for_another_method(pay_daemon, fake_stripe, pb):
+    """protocol.md section 5: a key used with one method is idempotency_key_reused with
+    another. The key of a refund left PENDING by stripe_unavailable is used (its row holds it):
+    AdjustStock with it must be refused, not executed."""
+    d = pay_daemon(env=QUIET)
+    c = d.client(timeout=rs.CALL_TIMEOUT)
+    pay = rs.paid_payment(c, fake_stripe, "deal-rf-keymethod", SKU, 1, 1000, set_stock=10)
+    fake_stripe.add_fault(rs.REFUNDS_ROUTE, kind="status", status=500, times=50)
+    status, _, _ = rs.refund(c, "k-method", payment_id=pay.payment_id, amount=400)
+    fake_stripe.clear_faults()
+    expect_error(status, "UNAVAILABLE", "stripe_unavailable", "refund while Stripe answers 500")
+    before = cs.get_stock(c, SKU).on_hand
+    status, _ = c.call("AdjustStock", pb.StockAdjustment(sku=SKU, delta=5), idempotency_key="k-method")
+    after = cs.get_stock(c, SKU).on_hand
+    expect_error(status, "INVALID_ARGUMENT", "idempotency_key_reused",
+                 f"AdjustStock with the key of a pending refund (stock {before} -> {after})")
+    assert after == before, f"AdjustStock ran with a refund's key: stock {before} -> {after}"
+    ref = rs.refund_ok(c, "k-method", "the refund's retry", payment_id=pay.payment_id, amount=400)
+    assert ref.status == pb.REFUND_STATUS_SUCCEEDED and len(rs.fake_refunds(fake_stripe)) == 1
 
 
 @pytest.mark.test_timeout(90)
@@ -842,3 +894,398 @@ def test_late_payment_refund_is_listed_on_the_payment(pay_daemon, fake_stripe, p
     expect_error(status, "FAILED_PRECONDITION", "payment_not_paid",
                  "refund of an EXPIRED payment whose late payment was refunded")
     assert len(rs.fake_refunds(fake_stripe)) == 1
+
+
+# ---------------------------------------------------------------------------
+# Where the daemon's and Stripe's views meet
+
+
+@pytest.mark.test_timeout(90)
+def test_events_of_a_refund_whose_answer_was_lost_match_its_row(pay_daemon, fake_stripe, pb):
+    """The refund is made at Stripe but every answer is lost (the row stays PENDING without a
+    Stripe id); Stripe's refund.created / charge.refunded for it (with the row's refund_id in
+    their metadata) arrive before the row is resumed: still one refund, never counted twice."""
+    d = pay_daemon(env=QUIET)
+    c = d.client(timeout=rs.CALL_TIMEOUT)
+    pay = rs.paid_payment(c, fake_stripe, "deal-rf-lost", SKU, 1, 1000, set_stock=10)
+    fake_stripe.add_fault(rs.REFUNDS_ROUTE, kind="apply_then_drop", times=50)
+    status, _, _ = rs.refund(c, "lost-1", payment_id=pay.payment_id, amount=600)
+    fake_stripe.clear_faults()
+    expect_error(status, "UNAVAILABLE", "stripe_unavailable", "every answer lost")
+    [made] = rs.fake_refunds(fake_stripe)
+    row_id = made["metadata"]["refund_id"]
+
+    rs.deliver_events(c, fake_stripe, rs.refund_events(fake_stripe, made["id"]),
+                      "the events of a refund whose answer was lost")
+    got = rs.payment(c, pay.payment_id)
+    live = sum(r.amount for r in got.refunds if r.status != pb.REFUND_STATUS_FAILED)
+    assert live == 600 and got.amount_refunded in (0, 600), (
+        f"one refund of 600 counted {live} / amount_refunded {got.amount_refunded}: "
+        f"{rs.describe_payment(got)}")
+    assert [r.refund_id for r in got.refunds] == [row_id], (
+        f"the events must be matched to the daemon's row {row_id} (metadata refund_id), not "
+        f"recorded as another refund: {rs.describe_payment(got)}")
+
+    rs.reconcile(c)
+    got = rs.wait_refunds_settled(d, pay.payment_id, timeout=15)
+    got, at_fake = rs.assert_agrees_with_stripe(c, fake_stripe, pay.payment_id, "after Reconcile")
+    assert [(r.refund_id, r.amount, r.status, r.stripe_refund_id) for r in got.refunds] == [
+        (row_id, 600, pb.REFUND_STATUS_SUCCEEDED, made["id"])], rs.describe_payment(got)
+    assert len(at_fake) == 1 and got.amount_refunded == 600
+    ref = rs.refund_ok(c, "lost-1", "retry", payment_id=pay.payment_id, amount=600)
+    assert ref.refund_id == row_id and len(rs.fake_refunds(fake_stripe)) == 1
+
+
+@pytest.mark.test_timeout(90)
+def test_dashboard_refund_not_yet_known_makes_stripe_refuse_then_all_adds_up(pay_daemon,
+                                                                             fake_stripe, pb):
+    """A dashboard refund whose events have not arrived yet: the daemon asks for all that it
+    thinks remains, Stripe refuses (400), the refund is FAILED; then the events arrive and
+    what remains is right."""
+    d = pay_daemon(env=QUIET)
+    c = d.client(timeout=rs.CALL_TIMEOUT)
+    pay = rs.paid_payment(c, fake_stripe, "deal-rf-unknown-dash", SKU, 1, 1000, set_stock=10)
+    outside = rs.dashboard_refund(fake_stripe, pay.payment_intent_id, 300)
+    ref = rs.refund_ok(c, "ud-1", "refund of all while Stripe already refunded 300",
+                       payment_id=pay.payment_id, amount=0)
+    assert (ref.status, ref.amount) == (pb.REFUND_STATUS_FAILED, 1000), (
+        f"Stripe refused the refund (more than remains at Stripe): {rs.describe_refund(ref)}")
+    assert ref.failure_reason, rs.describe_refund(ref)
+    rs.deliver_events(c, fake_stripe, rs.refund_events(fake_stripe, outside["id"]), "dashboard")
+    status, _, _ = rs.refund(c, "ud-2", payment_id=pay.payment_id, amount=701)
+    expect_error(status, "OUT_OF_RANGE", "refund_exceeds_remaining", "701 of 700",
+                 remaining="700")
+    rest = rs.refund_ok(c, "ud-3", "the rest", payment_id=pay.payment_id, amount=0)
+    assert (rest.amount, rest.status) == (700, pb.REFUND_STATUS_SUCCEEDED), rs.describe_refund(rest)
+    got, at_fake = rs.assert_agrees_with_stripe(c, fake_stripe, pay.payment_id, "all refunded")
+    assert [r.status for r in got.refunds] == [pb.REFUND_STATUS_FAILED, pb.REFUND_STATUS_SUCCEEDED,
+                                               pb.REFUND_STATUS_SUCCEEDED], rs.describe_payment(got)
+    assert (got.status, got.amount_refunded, rs.live_sum(at_fake)) == (
+        pb.PAYMENT_STATUS_REFUNDED, 1000, 1000)
+
+
+@pytest.mark.test_timeout(90)
+@pytest.mark.parametrize("outcome", ["succeeded", "failed"])
+def test_pending_dashboard_refund_is_resolved_by_its_events(pay_daemon, fake_stripe, pb, outcome):
+    d = pay_daemon(env=QUIET)
+    c = d.client(timeout=rs.CALL_TIMEOUT)
+    deal = f"deal-rf-dash-pend-{outcome}"
+    pay = rs.paid_payment(c, fake_stripe, deal, SKU, 1, 1000, set_stock=10)
+    fake_stripe.control("POST", "/_fake/config", {"refund_status": "pending"})
+    outside = rs.dashboard_refund(fake_stripe, pay.payment_intent_id, 1000)
+    outcomes = rs.deliver_events(c, fake_stripe, rs.refund_events(fake_stripe, outside["id"]),
+                                 "pending dashboard refund")
+    assert outcomes == ["APPLIED", "APPLIED"], outcomes
+    got = rs.payment(c, pay.payment_id)
+    assert [(r.amount, r.status, r.stripe_refund_id) for r in got.refunds] == [
+        (1000, pb.REFUND_STATUS_PENDING, outside["id"])], rs.describe_payment(got)
+    assert (got.status, got.amount_refunded) == (pb.PAYMENT_STATUS_PAID, 0), rs.describe_payment(got)
+    status, _, _ = rs.refund(c, "dp-1", payment_id=pay.payment_id, amount=1)
+    expect_error(status, "OUT_OF_RANGE", "refund_exceeds_remaining",
+                 "while a dashboard refund of everything is pending", remaining="0")
+
+    rs.resolve_at_stripe(fake_stripe, outside["id"], outcome, "lost_or_stolen_card")
+    rs.deliver_events(c, fake_stripe,
+                      rs.refund_events(fake_stripe, outside["id"], ("refund.updated", "refund.failed")),
+                      f"dashboard refund {outcome}")
+    got, _ = rs.assert_agrees_with_stripe(c, fake_stripe, pay.payment_id, f"dashboard {outcome}")
+    kinds = rs.kinds(c, deal)
+    if outcome == "succeeded":
+        assert (got.status, got.amount_refunded) == (pb.PAYMENT_STATUS_REFUNDED, 1000), (
+            rs.describe_payment(got))
+        assert kinds.count("order.refunded") == 1, kinds
+    else:
+        assert (got.status, got.amount_refunded) == (pb.PAYMENT_STATUS_PAID, 0), (
+            rs.describe_payment(got))
+        assert [r.status for r in got.refunds] == [pb.REFUND_STATUS_FAILED]
+        fake_stripe.control("POST", "/_fake/config", {"refund_status": "succeeded"})
+        ok = rs.refund_ok(c, "dp-2", "after the failed dashboard refund",
+                          payment_id=pay.payment_id, amount=0)
+        assert ok.amount == 1000 and ok.status == pb.REFUND_STATUS_SUCCEEDED, rs.describe_refund(ok)
+    assert kinds.count("stock.restocked") == 0, kinds
+
+
+@pytest.mark.test_timeout(90)
+def test_restock_asked_by_a_partial_refund_happens_when_a_dashboard_refund_completes_it(
+        pay_daemon, fake_stripe, pb):
+    d = pay_daemon(env=QUIET)
+    c = d.client(timeout=rs.CALL_TIMEOUT)
+    deal = "deal-rf-restock-dash"
+    pay = rs.paid_payment(c, fake_stripe, deal, SKU, 2, 500, set_stock=10)
+    rs.refund_ok(c, "rd-1", "partial with restock", deal_id=deal, amount=400, restock=True)
+    assert cs.get_stock(c, SKU).on_hand == 8, "a partial refund restocked"
+    outside = rs.dashboard_refund(fake_stripe, pay.payment_intent_id, None)  # the other 600
+    evs = rs.refund_events(fake_stripe, outside["id"])
+    rs.deliver_events(c, fake_stripe, evs, "the dashboard refund of the rest")
+    got, _ = rs.assert_agrees_with_stripe(c, fake_stripe, pay.payment_id, "rest at the dashboard")
+    assert (got.status, got.amount_refunded) == (pb.PAYMENT_STATUS_REFUNDED, 1000), (
+        rs.describe_payment(got))
+    st = cs.get_stock(c, SKU)
+    kinds = rs.kinds(c, deal)
+    assert (st.on_hand, st.reserved) == (10, 0) and kinds.count("stock.restocked") == 1, (
+        f"one of the payment's refunds asked for restock: when the payment became REFUNDED "
+        f"(through the dashboard) the 2 units must come back once; stock {st}, audit {kinds}")
+    rs.deliver_events(c, fake_stripe, evs, "again")
+    assert cs.get_stock(c, SKU).on_hand == 10 and rs.kinds(c, deal).count("stock.restocked") == 1
+
+
+@pytest.mark.test_timeout(90)
+@pytest.mark.parametrize("outcome", ["succeeded", "failed"])
+def test_pending_full_refund_with_restock_restocks_only_when_it_succeeds(pay_daemon, fake_stripe,
+                                                                         pb, outcome):
+    d = pay_daemon(env=QUIET)
+    c = d.client(timeout=rs.CALL_TIMEOUT)
+    deal = f"deal-rf-pend-restock-{outcome}"
+    pay = rs.paid_payment(c, fake_stripe, deal, SKU, 2, 500, set_stock=10)
+    fake_stripe.control("POST", "/_fake/config", {"refund_status": "pending"})
+    ref = rs.refund_ok(c, "pr-1", "full refund with restock, pending at Stripe", deal_id=deal,
+                       amount=0, restock=True)
+    assert ref.status == pb.REFUND_STATUS_PENDING, rs.describe_refund(ref)
+    assert cs.get_stock(c, SKU).on_hand == 8, "stock returned while the refund is only pending"
+    rs.resolve_at_stripe(fake_stripe, ref.stripe_refund_id, outcome, "expired_or_canceled_card")
+    [updated] = rs.refund_events(fake_stripe, ref.stripe_refund_id, ("refund.updated",))
+    rs.deliver_events(c, fake_stripe, [updated], f"refund.updated {outcome}")
+    rs.deliver_events(c, fake_stripe, [updated], "again")
+    got, _ = rs.assert_agrees_with_stripe(c, fake_stripe, pay.payment_id, outcome)
+    st = cs.get_stock(c, SKU)
+    kinds = rs.kinds(c, deal)
+    if outcome == "succeeded":
+        assert got.status == pb.PAYMENT_STATUS_REFUNDED, rs.describe_payment(got)
+        assert st.on_hand == 10 and kinds.count("stock.restocked") == 1, (
+            f"stock {st}, audit {kinds}")
+    else:
+        assert got.status == pb.PAYMENT_STATUS_PAID, rs.describe_payment(got)
+        assert st.on_hand == 8 and kinds.count("stock.restocked") == 0, (
+            f"a failed refund restocked: stock {st}, audit {kinds}")
+
+
+@pytest.mark.test_timeout(90)
+def test_refund_by_deal_refunds_its_paid_payment(pay_daemon, fake_stripe, pb):
+    d = pay_daemon(env=QUIET)
+    c = d.client(timeout=rs.CALL_TIMEOUT)
+    deal = "deal-rf-bydeal"
+    cs.set_stock(c, SKU, 10)
+    first = ws.open_checkout(c, deal, SKU, 1, 700)
+    status, _ = ws.cancel(c, deal, reason="changed the cart")
+    assert status.code == pb.OK, h.describe_status(status)
+    pay = rs.paid_payment(c, fake_stripe, deal, SKU, 2, 500)
+    assert pay.payment_id != first.payment_id
+    ref = rs.refund_ok(c, "bd-1", "by deal", deal_id=deal, amount=0)
+    assert (ref.payment_id, ref.amount) == (pay.payment_id, 1000), (
+        f"refund by deal must refund the deal's paid payment {pay.payment_id}: "
+        f"{rs.describe_refund(ref)}")
+    assert rs.payment(c, first.payment_id).refunds == []
+    status, _, _ = rs.refund(c, "bd-2", deal_id=deal, amount=0)
+    expect_error(status, "FAILED_PRECONDITION", "already_refunded", "by deal, refunded")
+
+
+@pytest.mark.test_timeout(120)
+def test_retries_and_reconcile_racing_on_a_pending_row_make_one_refund(pay_daemon, fake_stripe, pb):
+    d = pay_daemon(env=QUIET)
+    with d.client(timeout=rs.CALL_TIMEOUT) as c:
+        pay = rs.paid_payment(c, fake_stripe, "deal-rf-race", SKU, 1, 1000, set_stock=10)
+        fake_stripe.add_fault(rs.REFUNDS_ROUTE, kind="status", status=503, times=50)
+        status, _, _ = rs.refund(c, "race-1", payment_id=pay.payment_id, amount=500)
+        fake_stripe.clear_faults()
+        expect_error(status, "UNAVAILABLE", "stripe_unavailable", "503s")
+        [row] = rs.payment(c, pay.payment_id).refunds
+    # Slow Stripe so that the resumptions overlap there.
+    fake_stripe.add_fault(rs.REFUNDS_ROUTE, kind="delay", ms=300, times=10)
+
+    def one(i):
+        with h.Client(d.socket_path, timeout=60) as cl:
+            if i % 2:
+                return cl.call("Reconcile", pb.ReconcileRequest(), timeout=60)[0], None
+            status, ref, _ = rs.refund(cl, "race-1", payment_id=pay.payment_id, amount=500,
+                                       timeout=60)
+            return status, ref
+
+    results = cs.run_concurrently(6, one, timeout=90)
+    errors = [r for r in results if isinstance(r, BaseException)]
+    assert not errors, f"a call raised {errors[0]!r}"
+    bad = [h.describe_status(s) for s, _ in results if s.code != pb.OK]
+    assert not bad, f"retries and Reconcile racing: {bad}"
+    ids = {ref.refund_id for _, ref in results if ref is not None}
+    assert ids == {row.refund_id}, f"the retries answered rows {ids}, the pending row is {row.refund_id}"
+    got = rs.wait_refunds_settled(d, pay.payment_id, timeout=15)
+    with d.client(timeout=30) as c:
+        got, at_fake = rs.assert_agrees_with_stripe(c, fake_stripe, pay.payment_id, "after the race")
+    assert len(at_fake) == 1 and [(r.refund_id, r.status) for r in got.refunds] == [
+        (row.refund_id, pb.REFUND_STATUS_SUCCEEDED)], (
+        f"{rs.describe_payment(got)} / {rs.describe_fake(at_fake)}")
+    rs.assert_one_key_per_row(fake_stripe, "race")
+
+
+@pytest.mark.test_timeout(120)
+def test_concurrent_refunds_and_dashboard_events_agree_with_stripe(pay_daemon, fake_stripe, pb):
+    """Refunds through the daemon race with a dashboard refund the daemon learns of only by
+    its events, delivered at the same time: Stripe refuses what would exceed the payment
+    (those refunds are FAILED), and in the end the daemon and Stripe agree."""
+    d = pay_daemon(env=QUIET)
+    with d.client(timeout=rs.CALL_TIMEOUT) as c:
+        pay = rs.paid_payment(c, fake_stripe, "deal-rf-racedash", SKU, 1, 1000, set_stock=10)
+    outside = rs.dashboard_refund(fake_stripe, pay.payment_intent_id, 350)
+    evs = rs.refund_events(fake_stripe, outside["id"])
+    deliveries = [ws.delivery(fake_stripe, e["id"]) for e in evs]
+    fake_stripe.add_fault(rs.REFUNDS_ROUTE, kind="delay", ms=50, times=12)
+
+    def one(i):
+        with h.Client(d.socket_path, timeout=60) as cl:
+            if i < len(deliveries):
+                return "event", ws.deliver(cl, *deliveries[i], timeout=60)[0]
+            status, ref, _ = rs.refund(cl, f"rdash-{i}", payment_id=pay.payment_id, amount=100,
+                                       timeout=60)
+            return "refund", status
+
+    results = cs.run_concurrently(12, one, timeout=90)
+    errors = [r for r in results if isinstance(r, BaseException)]
+    assert not errors, f"a call raised {errors[0]!r}"
+    bad = [(what, h.describe_status(s)) for what, s in results
+           if s.code != pb.OK and (s.code, s.reason) not in (
+               (pb.OUT_OF_RANGE, "refund_exceeds_remaining"),
+               (pb.FAILED_PRECONDITION, "already_refunded"))]
+    assert not bad, f"unexpected answers: {bad}"
+    with d.client(timeout=30) as c:
+        got, at_fake = rs.assert_agrees_with_stripe(c, fake_stripe, pay.payment_id,
+                                                    "refunds racing a dashboard refund")
+        assert outside["id"] in {r.stripe_refund_id for r in got.refunds}, rs.describe_payment(got)
+        assert rs.live_sum(at_fake) <= 1000
+        # Everything that remains refunds exactly.
+        rest_status, rest, _ = rs.refund(c, "rdash-rest", payment_id=pay.payment_id, amount=0)
+        if got.status == pb.PAYMENT_STATUS_REFUNDED:
+            expect_error(rest_status, "FAILED_PRECONDITION", "already_refunded", "nothing left")
+        else:
+            assert rest_status.code == pb.OK and rest.status == pb.REFUND_STATUS_SUCCEEDED, (
+                f"the rest: {h.describe_status(rest_status)} "
+                f"{rest and rs.describe_refund(rest)}; before: {rs.describe_payment(got)}")
+        final, fin_fake = rs.assert_agrees_with_stripe(c, fake_stripe, pay.payment_id, "final")
+        assert (final.status, final.amount_refunded, rs.live_sum(fin_fake)) == (
+            pb.PAYMENT_STATUS_REFUNDED, 1000, 1000), rs.describe_payment(final)
+
+
+@pytest.mark.test_timeout(120)
+@pytest.mark.parametrize("made_at_stripe", [True, False], ids=["made", "not_made"])
+def test_a_row_older_than_stripes_key_window_is_looked_up_before_it_is_sent(
+        make_daemon, fake_stripe, pb, made_at_stripe):
+    """behaviour.md, "Stripe calls": Stripe forgets idempotency keys after 24 h, so a refund
+    step older than that is not blindly re-sent; the refund is first looked up among the
+    payment's refunds by the refund_id in its metadata.
+
+    24 hours pass by ageing the PENDING row in the stopped daemon's database (white-box: the
+    refunds table's created_at/updated_at) and moving the fake's clock, which makes the fake
+    forget the key: a blind re-send would make a second refund."""
+    import sqlite3
+
+    d = make_daemon(env={"STRIPE_API_BASE": fake_stripe.url, **QUIET})
+    d.start()
+    with d.client(timeout=rs.CALL_TIMEOUT) as c:
+        pay = rs.paid_payment(c, fake_stripe, "deal-rf-window", SKU, 1, 1000, set_stock=10)
+        kind = "apply_then_drop" if made_at_stripe else "drop"
+        fake_stripe.add_fault(rs.REFUNDS_ROUTE, kind=kind, times=50)
+        status, _, _ = rs.refund(c, "win-1", payment_id=pay.payment_id, amount=600)
+        fake_stripe.clear_faults()
+        expect_error(status, "UNAVAILABLE", "stripe_unavailable", f"every POST {kind}")
+        [row] = rs.payment(c, pay.payment_id).refunds
+        assert row.status == pb.REFUND_STATUS_PENDING
+    assert len(rs.fake_refunds(fake_stripe)) == (1 if made_at_stripe else 0), "test setup"
+    assert d.stop(signal.SIGTERM) == 0
+
+    day = 25 * 3600
+    with sqlite3.connect(d.db_path) as db:
+        n = db.execute("UPDATE refunds SET created_at = created_at - ?, updated_at = updated_at - ? "
+                       "WHERE refund_id = ?", (day, day, row.refund_id)).rowcount
+    assert n == 1, f"test setup: could not age refund row {row.refund_id} in {d.db_path}"
+    fake_stripe.control("POST", "/_fake/clock", {"advance_seconds": day})
+
+    d.start()
+    with d.client(timeout=rs.CALL_TIMEOUT) as c:
+        rs.reconcile(c)
+    got = rs.wait_refunds_settled(d, pay.payment_id, timeout=20)
+    at_fake = rs.fake_refunds(fake_stripe, pay.payment_intent_id)
+    ctx = (f"a {'made' if made_at_stripe else 'never made'} refund resumed after Stripe's key "
+           f"window: daemon {rs.describe_payment(got)}; fake {rs.describe_fake(at_fake)}")
+    assert len(at_fake) == 1, f"expected exactly one refund at Stripe: {ctx}"
+    assert [(r.refund_id, r.status, r.stripe_refund_id) for r in got.refunds] == [
+        (row.refund_id, pb.REFUND_STATUS_SUCCEEDED, at_fake[0]["id"])], ctx
+    with d.client(timeout=rs.CALL_TIMEOUT) as c:
+        rs.assert_agrees_with_stripe(c, fake_stripe, pay.payment_id, ctx)
+
+
+@pytest.mark.test_timeout(90)
+def test_late_snapshots_do_not_move_a_settled_refund_back(pay_daemon, fake_stripe, pb):
+    """refund.created / charge.refunded carry the refund as it was (pending); delivered after
+    refund.updated settled it, they change nothing (states only move forward)."""
+    d = pay_daemon(env=QUIET)
+    c = d.client(timeout=rs.CALL_TIMEOUT)
+    pay = rs.paid_payment(c, fake_stripe, "deal-rf-snap", SKU, 1, 1000, set_stock=10)
+    fake_stripe.control("POST", "/_fake/config", {"refund_status": "pending"})
+    ref = rs.refund_ok(c, "snap-1", "pending at Stripe", payment_id=pay.payment_id, amount=400)
+    rs.resolve_at_stripe(fake_stripe, ref.stripe_refund_id, "succeeded")
+    rs.deliver_events(c, fake_stripe, rs.refund_events(fake_stripe, ref.stripe_refund_id,
+                                                       ("refund.updated",)), "refund.updated")
+    old = rs.refund_events(fake_stripe, ref.stripe_refund_id)
+    assert {e["data"]["object"].get("status") for e in old if e["type"] == "refund.created"} == {
+        "pending"}, "test setup: refund.created should show the refund pending"
+    rs.deliver_events(c, fake_stripe, old, "late pending snapshots")
+    got, _ = rs.assert_agrees_with_stripe(c, fake_stripe, pay.payment_id, "after late snapshots")
+    assert [(r.status, r.amount) for r in got.refunds] == [(pb.REFUND_STATUS_SUCCEEDED, 400)], (
+        f"a late snapshot moved the refund: {rs.describe_payment(got)}")
+    assert (got.status, got.amount_refunded) == (pb.PAYMENT_STATUS_PARTIALLY_REFUNDED, 400)
+
+
+@pytest.mark.test_timeout(90)
+@pytest.mark.parametrize("outcome", ["succeeded", "failed"])
+def test_outside_refund_events_out_of_order(pay_daemon, fake_stripe, pb, outcome):
+    """A dashboard refund that Stripe settles before any of its events is delivered: the
+    daemon first hears refund.updated (settled), then the older refund.created and
+    charge.refunded (pending): one refund, settled as Stripe says."""
+    d = pay_daemon(env=QUIET)
+    c = d.client(timeout=rs.CALL_TIMEOUT)
+    deal = f"deal-rf-ooo-{outcome}"
+    pay = rs.paid_payment(c, fake_stripe, deal, SKU, 1, 1000, set_stock=10)
+    fake_stripe.control("POST", "/_fake/config", {"refund_status": "pending"})
+    outside = rs.dashboard_refund(fake_stripe, pay.payment_intent_id, 500)
+    rs.resolve_at_stripe(fake_stripe, outside["id"], outcome, "lost_or_stolen_card")
+    fake_stripe.control("POST", "/_fake/config", {"refund_status": "succeeded"})
+    evs = rs.refund_events(fake_stripe, outside["id"],
+                           ("refund.created", "charge.refunded", "refund.updated", "refund.failed"))
+    late_first = sorted(evs, key=lambda e: e["type"] not in ("refund.updated", "refund.failed"))
+    rs.deliver_events(c, fake_stripe, late_first, "out of order")
+    got, _ = rs.assert_agrees_with_stripe(c, fake_stripe, pay.payment_id, f"out of order, {outcome}")
+    want = pb.REFUND_STATUS_SUCCEEDED if outcome == "succeeded" else pb.REFUND_STATUS_FAILED
+    assert [(r.stripe_refund_id, r.status) for r in got.refunds] == [(outside["id"], want)], (
+        f"events {[e['type'] for e in late_first]}: {rs.describe_payment(got)}")
+    remaining = 500 if outcome == "succeeded" else 1000
+    status, _, _ = rs.refund(c, "ooo-1", payment_id=pay.payment_id, amount=remaining + 1)
+    expect_error(status, "OUT_OF_RANGE", "refund_exceeds_remaining", "one more than remains",
+                 remaining=str(remaining))
+    rest = rs.refund_ok(c, "ooo-2", "the rest", payment_id=pay.payment_id, amount=0)
+    assert (rest.amount, rest.status) == (remaining, pb.REFUND_STATUS_SUCCEEDED), (
+        rs.describe_refund(rest))
+    final, at_fake = rs.assert_agrees_with_stripe(c, fake_stripe, pay.payment_id, "final")
+    assert (final.status, final.amount_refunded, rs.live_sum(at_fake)) == (
+        pb.PAYMENT_STATUS_REFUNDED, 1000, 1000), rs.describe_payment(final)
+
+
+@pytest.mark.test_timeout(90)
+def test_a_deadline_that_passes_during_the_stripe_call_is_resumed_once(pay_daemon, fake_stripe, pb):
+    """Guarantee 3 for refunds: a timeout between the row and Stripe's answer is resumed with
+    the same Stripe key; the refund Stripe made while nobody waited is the one recorded."""
+    d = pay_daemon(env=QUIET)
+    c = d.client(timeout=rs.CALL_TIMEOUT)
+    pay = rs.paid_payment(c, fake_stripe, "deal-rf-deadline", SKU, 1, 1000, set_stock=10)
+    fake_stripe.add_fault(rs.REFUNDS_ROUTE, kind="delay", ms=4000, times=1)
+    status, _, _ = rs.refund(c, "dl-1", payment_id=pay.payment_id, amount=700, timeout_ms=1500)
+    assert status.code in (pb.DEADLINE_EXCEEDED, pb.UNAVAILABLE), (
+        f"a call whose deadline passes while Stripe is slow: {h.describe_status(status)}")
+    time.sleep(3.5)  # the slow Stripe request completes
+    assert len(rs.fake_refunds(fake_stripe)) == 1, "test setup: the slow request made no refund"
+    rs.reconcile(c)
+    got = rs.wait_refunds_settled(d, pay.payment_id, timeout=15)
+    got, at_fake = rs.assert_agrees_with_stripe(c, fake_stripe, pay.payment_id, "after Reconcile")
+    assert len(at_fake) == 1 and [(r.amount, r.status) for r in got.refunds] == [
+        (700, pb.REFUND_STATUS_SUCCEEDED)], (
+        f"{rs.describe_payment(got)} / {rs.describe_fake(at_fake)}")
+    ref = rs.refund_ok(c, "dl-1", "retry", payment_id=pay.payment_id, amount=700)
+    assert ref.refund_id == got.refunds[0].refund_id and len(rs.fake_refunds(fake_stripe)) == 1
+    rs.assert_one_key_per_row(fake_stripe, "deadline")
