@@ -17,6 +17,7 @@ from __future__ import annotations
 import glob
 import json
 import re
+import subprocess
 import sys
 import threading
 import time
@@ -345,3 +346,17 @@ def crash_run(d: h.Daemon, crash_point: str, call: Callable[[h.Client], object])
         f"exit {rc}, but stderr does not say crash point {crash_point} was reached")
     del d.env["PAYMENTSD_CRASH_AT"]
     return answer
+
+
+def crash_points() -> list[str]:
+    """The names `paymentsd crash-points` lists (empty if the binary is not built yet, so
+    that collection still works; the tests then fail on the empty list)."""
+    path = h.binary_path()
+    if not path.exists():
+        return []
+    try:
+        res = subprocess.run([str(path), "crash-points"], capture_output=True, text=True,
+                             timeout=20)
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    return [l.strip() for l in res.stdout.splitlines() if l.strip()]

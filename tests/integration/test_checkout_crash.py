@@ -38,22 +38,10 @@ ON_HAND = 10
 DEAL = "deal-crash"
 
 
-def _crash_points() -> list[str]:
-    path = h.binary_path()
-    if not path.exists():
-        return []
-    try:
-        res = subprocess.run([str(path), "crash-points"], capture_output=True, text=True,
-                             timeout=20)
-    except (OSError, subprocess.TimeoutExpired):
-        return []
-    return [l.strip() for l in res.stdout.splitlines() if l.strip()]
-
-
 def pytest_generate_tests(metafunc):
     if "crash_point" in metafunc.fixturenames:
         # The customer's crash point needs two deals of one subscriber: test_claims_crash.py has it.
-        names = [n for n in _crash_points()
+        names = [n for n in cs.crash_points()
                  if n.startswith("create_checkout.") and n != "create_checkout.customer_session_replaced"]
         metafunc.parametrize("crash_point", names or ["<none listed>"])
 

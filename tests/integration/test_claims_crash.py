@@ -59,18 +59,6 @@ ALL_KEYS = sorted(set(NEW_CLAIMS + OLD_CLAIMS + BYSTANDER_CLAIMS))
 FLAVOURS = ("claims", "subscription")
 
 
-def _crash_points() -> list[str]:
-    path = h.binary_path()
-    if not path.exists():
-        return []
-    try:
-        res = subprocess.run([str(path), "crash-points"], capture_output=True, text=True,
-                             timeout=20)
-    except (OSError, subprocess.TimeoutExpired):
-        return []
-    return [l.strip() for l in res.stdout.splitlines() if l.strip()]
-
-
 def _reachable(point: str, flavour: str) -> bool:
     # Only a subscription checkout replaces another deal's checkout (of the same customer).
     return not ("customer" in point and flavour != "subscription")
@@ -78,7 +66,7 @@ def _reachable(point: str, flavour: str) -> bool:
 
 def pytest_generate_tests(metafunc):
     if "crash_point" in metafunc.fixturenames and "flavour" in metafunc.fixturenames:
-        names = [n for n in _crash_points() if n.startswith("create_checkout.")]
+        names = [n for n in cs.crash_points() if n.startswith("create_checkout.")]
         combos = [(n, f) for n in names for f in FLAVOURS if _reachable(n, f)]
         metafunc.parametrize(("crash_point", "flavour"), combos or [("<none listed>", "claims")])
 
@@ -318,7 +306,7 @@ def test_crash_in_the_janitors_expiry_releases_the_names(make_daemon, fake_strip
     cannot be moved, so the checkout's expires_at is moved into the past in the database while
     the daemon is stopped."""
     point = "janitor.session_expired"
-    if point not in _crash_points():
+    if point not in cs.crash_points():
         pytest.fail(f"crash point {point} is not listed")
     env = {"STRIPE_API_BASE": fake_stripe.url, "PAYMENTSD_JANITOR_INTERVAL": "1"}
     d = make_daemon(env=env)

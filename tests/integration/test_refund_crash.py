@@ -44,21 +44,9 @@ BYSTANDER = "deal-rcrash-other"
 KEY = "crash-refund-1"
 
 
-def _crash_points() -> list[str]:
-    path = h.binary_path()
-    if not path.exists():
-        return []
-    try:
-        res = subprocess.run([str(path), "crash-points"], capture_output=True, text=True,
-                             timeout=20)
-    except (OSError, subprocess.TimeoutExpired):
-        return []
-    return [l.strip() for l in res.stdout.splitlines() if l.strip()]
-
-
 def pytest_generate_tests(metafunc):
     if "crash_point" in metafunc.fixturenames:
-        listed = [n for n in _crash_points() if n.startswith("refund_payment.")]
+        listed = [n for n in cs.crash_points() if n.startswith("refund_payment.")]
         # The required points always run: one the binary lacks fails in crash_run.
         names = list(REQUIRED) + sorted(set(listed) - set(REQUIRED))
         metafunc.parametrize("crash_point", names)

@@ -332,8 +332,8 @@ def test_other_tab_whose_session_is_unknown(pay_daemon, fake_stripe, pb, on_open
     fake_stripe.clear_faults()
 
     value = getattr(pb, f"ON_OPEN_{on_open}")
-    got = create_ok(c, cl.sub_request("tab-unk-2", CUST, [MONTHLY], on_open=value,
-                                      claims=[] if on_open == "RETURN_EXISTING" else ["slug:unk"]),
+    # The same prices and names: "the same checkout" for RETURN_EXISTING across the customer's tabs.
+    got = create_ok(c, cl.sub_request("tab-unk-2", CUST, [MONTHLY], on_open=value, claims=["slug:unk"]),
                     f"{on_open} from the second tab")
     assert cs.wait_no_pending(d, 10) == 0
     opened = _open_for(fake_stripe, CUST)
@@ -611,3 +611,19 @@ def test_database_enforces_one_open_subscription_per_customer(make_daemon, fake_
         assert new.payment_id and other.payment_id
     finally:
         conn.close()
+
+
+def test_return_existing_across_tabs_needs_the_same_names(pay_daemon, fake_stripe, pb):
+    """The customer's open tab holds a name; another tab for the same prices but other names is
+    not "the same checkout": RETURN_EXISTING answers checkout_in_progress and opens nothing."""
+    d = pay_daemon(env=QUIET)
+    c = d.client(timeout=30)
+    first = create_ok(c, cl.sub_request("tab-names-1", CUST, [cl.MONTHLY], claims=["slug:tabname"]))
+    posts = fake_stripe.request_count()
+    status, _ = c.call("CreateCheckout", cl.sub_request(
+        "tab-names-2", CUST, [cl.MONTHLY], on_open=pb.ON_OPEN_RETURN_EXISTING, claims=["slug:other"]))
+    expect_error(status, "ALREADY_EXISTS", "checkout_in_progress", "same prices, other names",
+                 payment_id=first.payment_id)
+    assert fake_stripe.request_count() == posts, "a session was requested for the refused tab"
+    cl.expect_claim(c, "slug:other", "FREE", "")
+    assert [s["id"] for s in _open_for(fake_stripe, CUST)] == [first.checkout_session_id]
