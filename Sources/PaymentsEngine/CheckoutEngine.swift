@@ -59,9 +59,6 @@ public final class CheckoutEngine: Sendable {
     /// The reason recorded on an expiry the janitor starts for a checkout past its time.
     static let expiredByTime = "expired_by_time"
 
-    /// The lock key of a deal; customers (subscriptions) are locked before deals.
-    public static func dealLock(_ dealID: String) -> String { KeyedLockTable<String>.dealKey(dealID) }
-
     /// Opens a checkout for the deal, or returns the open one (`created == false`). A subscription
     /// checkout takes its customer's lock before the deal's: one fixed order, so no two commands
     /// can each hold the lock the other waits for.

@@ -95,18 +95,14 @@ public final class EventInbox: Sendable {
             }
             return .ignored
         }
-        do {
-            return try await self.locks.withLock(CheckoutEngine.dealLock(dealID), deadline: deadline) {
-                let (outcome, refund) = try await self.store.write { db in try self.applyLocked(db, eventID: eventID) }
-                if let refund {
-                    // The money goes back in its own step; if Stripe cannot be reached now the
-                    // janitor resumes the refund operation, and the event stays applied.
-                    try? await self.checkout.refunds.send(refundID: refund, deadline: deadline)
-                }
-                return outcome
+        return try await self.locks.withDealLock(dealID, deadline: deadline) {
+            let (outcome, refund) = try await self.store.write { db in try self.applyLocked(db, eventID: eventID) }
+            if let refund {
+                // The money goes back in its own step; if Stripe cannot be reached now the
+                // janitor resumes the refund operation, and the event stays applied.
+                try? await self.checkout.refunds.send(refundID: refund, deadline: deadline)
             }
-        } catch is LockTimeout {
-            throw PaymentsError.lockTimeout
+            return outcome
         }
     }
 

@@ -247,9 +247,4 @@ public final class RefundEngine: Sendable {
         }
         return settled
     }
-
-    /// The refunds of a payment, oldest first.
-    public func refunds(paymentID: String) async throws -> [RefundRecord] {
-        try await self.store.read { db in try RefundRecord.all(db, paymentID: paymentID) }
-    }
 }
