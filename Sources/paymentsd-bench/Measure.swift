@@ -69,3 +69,16 @@ func call(_ connection: PaymentsConnection, _ method: MethodName, _ request: som
     precondition(response.status.code == .ok, "\(method.rawValue) failed: \(response.status)")
     return response.payload
 }
+
+/// Runs an async call from a measurement's client thread (which may block) and waits for it;
+/// a failure ends the run, since a figure from failing calls would mean nothing.
+func waitFor(_ what: String, _ body: @escaping @Sendable () async throws -> Void) {
+    let done = DispatchSemaphore(value: 0)
+    let failure = Shared<String?>(nil)
+    Task {
+        do { try await body() } catch { failure.withLock { $0 = "\(error)" } }
+        done.signal()
+    }
+    done.wait()
+    if let failure = failure.value { fatalError("\(what) failed: \(failure)") }
+}

@@ -106,20 +106,11 @@ try await InProcessServer.with(table: table, metrics: metrics) { socket, _ in
         form.add("line_items[0][price_data][currency]", "usd")
         form.add("line_items[0][price_data][unit_amount]", 1500)
         form.add("line_items[0][price_data][product_data][name]", "Tee")
-        let done = DispatchSemaphore(value: 0)
-        let failure = Shared<String?>(nil)
-        Task {
-            do {
-                _ = try await stripe.createCheckoutSession(
-                    form, idempotencyKey: "bench-direct-\(iteration)-\(UInt64.random(in: 0...UInt64.max))",
-                    deadline: .now + .seconds(30))
-            } catch {
-                failure.withLock { $0 = "\(error)" }
-            }
-            done.signal()
+        waitFor("direct session create") { [form] in
+            _ = try await stripe.createCheckoutSession(
+                form, idempotencyKey: "bench-direct-\(iteration)-\(UInt64.random(in: 0...UInt64.max))",
+                deadline: .now + .seconds(30))
         }
-        done.wait()
-        if let failure = failure.value { fatalError("direct session create failed: \(failure)") }
         return 1
     }
     let run = UInt64.random(in: 0...UInt64.max)
@@ -240,19 +231,10 @@ try await InProcessServer.with(table: table, metrics: metrics) { socket, _ in
         var form = FormParameters()
         form.add("payment_intent", paid[0].paymentIntentID)
         form.add("amount", 1)
-        let done = DispatchSemaphore(value: 0)
-        let failure = Shared<String?>(nil)
-        Task {
-            do {
-                _ = try await stripe.createRefund(
-                    form, idempotencyKey: "bench-refund-\(run)-\(iteration)", deadline: .now + .seconds(30))
-            } catch {
-                failure.withLock { $0 = "\(error)" }
-            }
-            done.signal()
+        waitFor("direct refund") { [form] in
+            _ = try await stripe.createRefund(
+                form, idempotencyKey: "bench-refund-\(run)-\(iteration)", deadline: .now + .seconds(30))
         }
-        done.wait()
-        if let failure = failure.value { fatalError("direct refund failed: \(failure)") }
         return 1
     }
     let refunds = await measure(socket: socket, clients: 1, seconds: seconds) { connection, _, iteration in

@@ -14,66 +14,7 @@ import Glibc
 /// what happens past Stripe's 24 h idempotency-key window, and pending refunds whose
 /// webhook never came.
 @Suite(.serialized) struct RefundEngineTests {
-    struct World {
-        let directory = TemporaryDirectory()
-        let fake: FakeStripeProcess
-        let store: Store
-        let clock = Shared<Int64>(Int64(time(nil)))
-        let checkout: CheckoutEngine
-        let janitor: Janitor
-
-        init() async throws {
-            self.fake = try await blocking { try FakeStripeProcess() }
-            self.store = try Store(path: self.directory.file("p.db"))
-            let stripe = StripeClient(configuration: .init(baseURL: self.fake.url, secretKey: FakeStripeProcess.apiKey))
-            let locks = KeyedLockTable<String>()
-            var logger = Logger(label: "test")
-            logger.logLevel = .critical
-            let clock = self.clock
-            self.checkout = CheckoutEngine(
-                store: self.store, stripe: stripe, locks: locks, configuration: .init(), logger: logger,
-                now: { clock.value })
-            self.janitor = Janitor(
-                checkout: self.checkout,
-                events: EventInbox(store: self.store, checkout: self.checkout, locks: locks, logger: logger, now: { clock.value }),
-                logger: logger)
-        }
-
-        /// A paid payment of 3000 (two tees of 1500), through ConfirmCheckout.
-        func paidPayment(_ deal: String) async throws -> PaymentRecord {
-            let request = CheckoutRequest(
-                dealID: deal, customerRef: "", mode: .payment, currency: "usd",
-                items: [LineItemRecord(sku: "tee", name: "Tee", quantity: 2, unitAmount: 1500, priceID: "")],
-                successURL: "https://shop.example/ok", cancelURL: "https://shop.example/no", onOpen: .returnExisting,
-                metadata: [])
-            let (payment, _) = try await self.checkout.createCheckout(request, deadline: .now + .seconds(30))
-            try await self.control("POST", "/_fake/sessions/\(payment.checkoutSessionID!)/complete", #"{"paid": true}"#)
-            return try await self.checkout.confirmCheckout(.payment(payment.paymentID), deadline: .now + .seconds(30))
-        }
-
-        func control(_ method: String, _ path: String, _ json: String? = nil) async throws {
-            let fake = self.fake
-            _ = try await blocking { try fake.control(method, path, json: json).count }
-        }
-
-        /// How many requests the fake saw on `route` ("POST /v1/refunds").
-        func requestCount(_ route: String) async throws -> Int {
-            let fake = self.fake
-            return try await blocking {
-                let log = try fake.control("GET", "/_fake/requests")["requests"] as? [[String: Any]] ?? []
-                return log.filter { $0["route"] as? String == route }.count
-            }
-        }
-
-        func refund(_ payment: PaymentRecord, amount: Int64, key: String) async throws -> RefundRecord {
-            try await self.checkout.refunds.refund(
-                RefundEngine.Request(
-                    payment: .payment(payment.paymentID), amount: amount, reason: .requestedByCustomer, restock: false,
-                    callerUID: 0, idempotencyKey: key, requestHash: Array(key.utf8)),
-                deadline: .now + .seconds(30)
-            ).refund
-        }
-    }
+    typealias World = EngineWorld
 
     @Test func aRefundResumedPastStripesKeyWindow_isLookedUpAtStripe_notSentAgain() async throws {
         let world = try await World()
@@ -158,5 +99,23 @@ import Glibc
         // A FAILED refund frees its amount again.
         try await world.store.write { try $0.query("UPDATE refunds SET status = 'FAILED' WHERE refund_id = 'rfd_a'") }
         try await world.store.write { try $0.query(insert, "rfd_d", payment.paymentID, Int64(2000)) }
+    }
+}
+
+extension EngineWorld {
+    /// A paid payment of 3000, through ConfirmCheckout.
+    func paidPayment(_ deal: String) async throws -> PaymentRecord {
+        let (payment, _) = try await self.checkout.createCheckout(self.request(deal), deadline: .now + .seconds(30))
+        try await self.complete(payment.checkoutSessionID!)
+        return try await self.checkout.confirmCheckout(.payment(payment.paymentID), deadline: .now + .seconds(30))
+    }
+
+    func refund(_ payment: PaymentRecord, amount: Int64, key: String) async throws -> RefundRecord {
+        try await self.checkout.refunds.refund(
+            RefundEngine.Request(
+                payment: .payment(payment.paymentID), amount: amount, reason: .requestedByCustomer, restock: false,
+                callerUID: 0, idempotencyKey: key, requestHash: Array(key.utf8)),
+            deadline: .now + .seconds(30)
+        ).refund
     }
 }
