@@ -16,7 +16,7 @@ RUN_DIR := var
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 FAKE_PORT ?= 12111
 
-.PHONY: deps build test test-swift test-python check-proto check-systemd proto run install bench clean
+.PHONY: deps build test test-swift test-python check-proto check-systemd proto wire-messages run install bench clean
 
 ## deps: install every Debian and Python package the build and the tests need (idempotent)
 deps:
@@ -39,6 +39,10 @@ proto:
 	protoc-c -Iproto --c_out=$(PROTO_C_DIR) $(PROTO)
 	mkdir -p $(PROTO_C_DIR)/include/payments/v1
 	mv $(PROTO_C_DIR)/payments/v1/payments.pb-c.h $(PROTO_C_DIR)/include/payments/v1/payments.pb-c.h
+
+## wire-messages: regenerate the Swift bridging of the method messages (scripts/gen-wire-messages.py)
+wire-messages:
+	$(PYTHON) scripts/gen-wire-messages.py > Sources/PaymentsWire/Messages.generated.swift
 
 ## check-proto: fail when the committed generated code is not what `make proto` produces
 check-proto:

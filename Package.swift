@@ -43,31 +43,34 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]),
-        // SQLite: connections, statements, migrations, the serial writer.
+        // The domain in pure types: statuses and their state machine, records, requests, refusals; no I/O.
+        .target(name: "PaymentsDomain"),
+        // SQLite: connections, statements, migrations, the serial writer, and every query, typed per aggregate.
         .target(
             name: "PaymentsStore",
-            dependencies: ["CSQLite", .product(name: "Logging", package: "swift-log")]),
+            dependencies: ["PaymentsDomain", "CSQLite", .product(name: "Logging", package: "swift-log")]),
         // Stripe's REST API over libcurl: form encoding, idempotency keys, retries, circuit breaker.
         .target(name: "StripeClient", dependencies: ["CCurl"]),
         // The commands: keyed lock table, operations with recovery points, checkout, stock, audit.
         .target(
             name: "PaymentsEngine",
             dependencies: [
-                "PaymentsStore", "PaymentsWire", "StripeClient", "CCrypto",
+                "PaymentsDomain", "PaymentsStore", "StripeClient", "CCrypto",
                 .product(name: "Logging", package: "swift-log"),
             ]),
         // The methods of payments.v1.Payments, from wire messages to store and engine.
         .target(
             name: "PaymentsService",
             dependencies: [
-                "PaymentsWire", "PaymentsRPC", "PaymentsStore", "PaymentsEngine", "CCrypto",
+                "PaymentsDomain", "PaymentsWire", "PaymentsRPC", "PaymentsStore", "PaymentsEngine", "CCrypto",
                 .product(name: "Logging", package: "swift-log"),
             ]),
         // Daemon wiring: configuration, logging, systemd integration, services.
         .target(
             name: "PaymentsDaemon",
             dependencies: [
-                "PaymentsService", "PaymentsRPC", "PaymentsStore", "PaymentsWire", "PaymentsEngine", "StripeClient",
+                "PaymentsService", "PaymentsRPC", "PaymentsStore", "PaymentsWire", "PaymentsDomain", "PaymentsEngine",
+                "StripeClient",
                 "CSystemShims",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -87,7 +90,7 @@ let package = Package(
             name: "paymentsd-bench",
             dependencies: [
                 "PaymentsClient", "PaymentsWire", "PaymentsRPC", "PaymentsService", "PaymentsStore", "PaymentsTesting",
-                "PaymentsEngine", "StripeClient", "CSystemShims",
+                "PaymentsDomain", "PaymentsEngine", "StripeClient", "CSystemShims",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -101,11 +104,13 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]),
 
+        .testTarget(name: "PaymentsDomainTests", dependencies: ["PaymentsDomain"]),
         .testTarget(name: "PaymentsWireTests", dependencies: ["PaymentsWire"]),
         .testTarget(
-            name: "PaymentsEngineTests", dependencies: ["PaymentsEngine", "PaymentsTesting", "PaymentsStore", "PaymentsWire"]),
+            name: "PaymentsEngineTests",
+            dependencies: ["PaymentsDomain", "PaymentsEngine", "PaymentsTesting", "PaymentsStore", "PaymentsWire"]),
         .testTarget(name: "StripeClientTests", dependencies: ["StripeClient"]),
-        .testTarget(name: "PaymentsStoreTests", dependencies: ["PaymentsStore", "PaymentsTesting"]),
+        .testTarget(name: "PaymentsStoreTests", dependencies: ["PaymentsDomain", "PaymentsStore", "PaymentsTesting"]),
         .testTarget(
             name: "PaymentsRPCTests",
             dependencies: [

@@ -80,16 +80,12 @@ public enum Daemon {
         let metrics = RequestMetrics()
         let stripe = StripeClient(
             configuration: .init(baseURL: configuration.stripeAPIBase, secretKey: configuration.stripeSecretKey.value))
-        let locks = KeyedLockTable<String>()
         var checkoutConfiguration = CheckoutEngine.Configuration()
         checkoutConfiguration.checkoutTTL = Int64(configuration.checkoutTTL)
-        let checkout = CheckoutEngine(
-            store: store, stripe: stripe, locks: locks, configuration: checkoutConfiguration, logger: logger)
-        let events = EventInbox(store: store, checkout: checkout, locks: locks, logger: logger)
-        let janitor = Janitor(checkout: checkout, events: events, logger: logger)
+        let engine = Engine(store: store, stripe: stripe, configuration: checkoutConfiguration, logger: logger)
         let methods = PaymentsMethods(
-            store: store, metrics: metrics, checkout: checkout, events: events, janitor: janitor,
-            verifier: WebhookVerifier(secrets: configuration.stripeWebhookSecrets.map(\.value)), locks: locks)
+            engine: engine, metrics: metrics,
+            verifier: WebhookVerifier(secrets: configuration.stripeWebhookSecrets.map(\.value)))
         var dispatcherConfiguration = Dispatcher.Configuration()
         dispatcherConfiguration.testDelay = configuration.testDelayMS.map { .milliseconds($0) }
         let dispatcher = Dispatcher(
@@ -113,7 +109,7 @@ public enum Daemon {
             services: [
                 .init(service: server),
                 .init(
-                    service: JanitorService(janitor: janitor, interval: .seconds(configuration.janitorInterval)),
+                    service: JanitorService(janitor: engine.janitor, interval: .seconds(configuration.janitorInterval)),
                     successTerminationBehavior: .ignore),
                 .init(service: systemd, successTerminationBehavior: .ignore),
             ],

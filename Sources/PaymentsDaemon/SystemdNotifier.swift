@@ -13,7 +13,6 @@ public struct SystemdNotifier: Sendable {
         self.socketPath = environment["NOTIFY_SOCKET"].flatMap { $0.isEmpty ? nil : $0 }
     }
 
-    public var isEnabled: Bool { self.socketPath != nil }
 
     /// Sends `state` ("READY=1", "STOPPING=1", "WATCHDOG=1", ...); returns false if it could not be sent.
     @discardableResult

@@ -1,3 +1,4 @@
+import PaymentsDomain
 import PaymentsStore
 import StripeClient
 
@@ -34,14 +35,16 @@ extension CheckoutEngine {
                     return
                 }
                 switch (session.status, session.paymentStatus) {
-                case ("complete", "paid"):
+                case (.complete, .paid):
                     try Fulfilment.apply(db, open, paid: .init(session), source: "confirm", now: now)
-                case ("expired", _):
+                case (.expired, _):
                     // Stripe confirms the expiry: only now is the stock let go (guarantee 5).
                     try PaymentRecord.transition(db, open, to: .expired, kind: "checkout.expired", detail: "source=confirm", now: now)
                     try CheckoutHolds.release(db, paymentID: open.paymentID, now: now)
-                default:
-                    break  // open, or complete with an asynchronous payment still settling
+                case (.open, _), (.complete, .unpaid), (.complete, .noPaymentRequired):
+                    // Open, or complete with an asynchronous payment still settling; a session with
+                    // nothing to pay is left for reconciliation to settle (a later issue).
+                    break
                 }
             }
             return try await self.reload(current.paymentID)
@@ -50,25 +53,22 @@ extension CheckoutEngine {
 
     /// `CancelCheckout`: only an open checkout. Its session is expired at Stripe first; if Stripe
     /// says the customer already paid, the payment is fulfilled and the caller told `already_paid`.
-    public func cancelCheckout(dealID: String, reason: String, deadline: ContinuousClock.Instant) async throws
-        -> PaymentRecord
-    {
+    ///
+    /// `reason` is the caller's text for the audit trail; the checkout ends CANCELED whatever it says.
+    /// `answer` is stored in the transaction that closes the checkout (or fulfils it).
+    public func cancelCheckout(
+        dealID: String, reason: String, answer: AnswerRecorder<PaymentRecord>? = nil, deadline: ContinuousClock.Instant
+    ) async throws -> PaymentRecord {
         try await self.withDealLock(dealID, deadline: deadline) {
             let payments = try await self.store.read { try PaymentRecord.all($0, dealID: dealID) }
-            guard let latest = payments.last else { throw PaymentsError.dealNotFound(dealID) }
-            if let paid = payments.first(where: { $0.status == .paid || $0.status == .partiallyRefunded }) {
-                throw PaymentsError.alreadyPaid(paymentID: paid.paymentID)
-            }
-            guard var open = payments.first(where: { $0.status == .created }) else {
-                throw PaymentsError.checkoutNotOpen(paymentID: latest.paymentID)
-            }
+            guard var open = PaymentCommand.deciding(payments) else { throw PaymentsError.dealNotFound(dealID) }
+            if let refusal = PaymentCommand.cancelCheckout.refusal(open) { throw refusal }
             if open.checkoutSessionID == nil {
                 // Finish creating it first, so no session can appear at Stripe after the cancel.
                 open = try await self.createSession(paymentID: open.paymentID, deadline: deadline)
             }
-            try await self.startExpiry(of: open, reason: reason.isEmpty ? "canceled" : reason)
-            try await self.expireSession(
-                paymentID: open.paymentID, crashPoint: "cancel_checkout.session_expired", deadline: deadline)
+            try await self.startExpiry(of: open, cause: .canceled, reason: reason.isEmpty ? nil : reason)
+            try await self.expireSession(paymentID: open.paymentID, cause: .canceled, answer: answer, deadline: deadline)
             return try await self.reload(open.paymentID)
         }
     }
@@ -108,9 +108,9 @@ extension CheckoutEngine {
                 // Its creation never finished: finish it, so the session can be expired for sure.
                 _ = try await self.createSession(paymentID: paymentID, deadline: deadline)
             }
-            try await self.startExpiry(of: current, reason: Self.expiredByTime)
+            try await self.startExpiry(of: current, cause: .expiredByTime)
             do {
-                try await self.expireSession(paymentID: paymentID, crashPoint: "janitor.session_expired", deadline: deadline)
+                try await self.expireSession(paymentID: paymentID, cause: .expiredByTime, deadline: deadline)
             } catch PaymentsError.alreadyPaid, PaymentsError.checkoutInProgress {
                 return false  // paid (now fulfilled), or an asynchronous payment still settling
             }

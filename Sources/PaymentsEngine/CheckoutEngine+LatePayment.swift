@@ -1,3 +1,4 @@
+import PaymentsDomain
 import PaymentsStore
 
 extension CheckoutEngine {
@@ -10,12 +11,13 @@ extension CheckoutEngine {
     ) throws -> String? {
         let quantities = payment.items.reduce(into: [String: Int64]()) { $0[$1.sku, default: 0] += $1.quantity }
         let gone: String
-        try db.executeScript("SAVEPOINT late_payment")
         do {
-            try CheckoutHolds.hold(
-                db, paymentID: payment.paymentID, dealID: payment.dealID, claims: payment.claims, quantities: quantities,
-                now: now)
-            try db.executeScript("RELEASE late_payment")
+            // A refused hold leaves nothing half-held: the savepoint rolls back what it did take.
+            try db.savepoint("late_payment") {
+                try CheckoutHolds.hold(
+                    db, paymentID: payment.paymentID, dealID: payment.dealID, claims: payment.claims,
+                    quantities: quantities, now: now)
+            }
             try AuditLog.append(
                 db, dealID: payment.dealID, paymentID: payment.paymentID, kind: "payment.late",
                 from: payment.status.name, detail: "stock and names held again; fulfilled", now: now)
@@ -26,14 +28,12 @@ extension CheckoutEngine {
         } catch PaymentsError.claimTaken(let key) {
             gone = "claim_taken key=\(key)"
         }
-        try db.executeScript("ROLLBACK TO late_payment; RELEASE late_payment")
         // What Stripe charged is refunded: for a subscription only Stripe knows it (its prices').
         try Fulfilment.record(db, payment, paid)
         guard let charged = try PaymentRecord.load(db, paymentID: payment.paymentID)?.amountTotal else { return nil }
         let refundable = charged > 0
         let reason = (refundable ? "late_payment_refunded: " : "late_payment_not_refunded: ") + gone
-        try db.query(
-            "UPDATE payments SET failure_reason = ?, updated_at = ? WHERE payment_id = ?", reason, now, payment.paymentID)
+        try PaymentRecord.setFailureReason(db, paymentID: payment.paymentID, reason, now: now)
         try AuditLog.append(
             db, dealID: payment.dealID, paymentID: payment.paymentID, kind: "payment.late",
             from: payment.status.name, detail: refundable ? "\(reason); refunding" : reason, now: now)

@@ -1,3 +1,4 @@
+import PaymentsDomain
 import PaymentsStore
 
 /// What an open checkout holds for its deal, stock and unique names, held, released and

@@ -20,10 +20,13 @@ public enum CrashPoints {
         "stripe_event.stored",
         "confirm_checkout.session_retrieved",
         "cancel_checkout.session_expired",
+        "cancel_checkout.checkout_closed",
         "janitor.session_expired",
         "refund_payment.refund_recorded",
         "refund_payment.stripe_answered",
         "refund_payment.result_recorded",
+        "set_stock.committed",
+        "adjust_stock.committed",
     ]
 
     private static let armed = Mutex<String?>(nil)

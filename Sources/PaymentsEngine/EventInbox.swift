@@ -1,6 +1,6 @@
 import Logging
+import PaymentsDomain
 import PaymentsStore
-import PaymentsWire
 import StripeClient
 
 #if canImport(Glibc)
@@ -16,7 +16,15 @@ public final class EventInbox: Sendable {
         case applied
         case duplicate
         case ignored
+        /// Stored durably, not applied yet: its deal's lock could not be had in time, applying it
+        /// failed, or its payment is not known yet. The janitor applies it later.
+        case queued
     }
+
+    /// How long a refund or charge event whose payment intent no payment has recorded yet waits
+    /// for it (the completion that records it may itself be late) before it is set aside as not
+    /// paymentsd's. Stripe retries a delivery for three days.
+    static let unmatchedPatience: Int64 = 3 * 86_400
 
     private let store: Store
     private let checkout: CheckoutEngine
@@ -24,7 +32,7 @@ public final class EventInbox: Sendable {
     private let logger: Logger
     private let now: @Sendable () -> Int64
 
-    public init(
+    init(
         store: Store, checkout: CheckoutEngine, locks: KeyedLockTable<String>, logger: Logger,
         now: @escaping @Sendable () -> Int64 = { Int64(time(nil)) }
     ) {
@@ -40,93 +48,114 @@ public final class EventInbox: Sendable {
     public func receive(_ event: StripeEventSummary, deadline: ContinuousClock.Instant) async throws -> Outcome {
         let now = self.now()
         let stored: Bool = try await self.store.write { db in
-            try db.query(
-                """
-                INSERT INTO stripe_events (event_id, type, created, object_id, deal_id, payment_id, object_status,
-                    payment_status, payment_intent_id, subscription_id, amount_total, state, received_at)
-                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'PENDING', ?) ON CONFLICT (event_id) DO NOTHING
-                """,
-                arguments: [
-                    event.eventID, event.type, event.created, event.objectID, event.dealID, event.paymentID,
-                    event.objectStatus, event.paymentStatus, event.paymentIntentID, event.subscriptionID,
-                    event.amountTotal, now,
-                ])
-            guard db.changes == 1 else { return false }
-            for refund in event.refunds {
-                try db.query(
-                    """
-                    INSERT INTO stripe_event_refunds (event_id, stripe_refund_id, amount, status, refund_id, failure_reason)
-                    VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING
-                    """, event.eventID, refund.id, refund.amount ?? 0, refund.status ?? "", refund.paymentsdRefundID,
-                    refund.failureReason)
-            }
-            return true
+            try StripeEventInbox.insert(
+                db,
+                StripeEventInbox.Event(
+                    eventID: event.eventID, type: event.type, created: event.created, objectID: event.objectID,
+                    dealID: event.dealID, paymentID: event.paymentID, objectStatus: event.objectStatus,
+                    paymentStatus: event.paymentStatus, paymentIntentID: event.paymentIntentID,
+                    subscriptionID: event.subscriptionID, amountTotal: event.amountTotal),
+                refunds: event.refunds.map {
+                    StripeEventInbox.NamedRefund(
+                        stripeRefundID: $0.id, amount: $0.amount ?? 0, status: $0.status?.rawValue ?? "",
+                        refundID: $0.paymentsdRefundID, failureReason: $0.failureReason)
+                },
+                now: now)
         }
         guard stored else { return .duplicate }
         CrashPoints.reach("stripe_event.stored")
         do {
             return try await self.apply(eventID: event.eventID, deadline: deadline)
         } catch {
-            // Stored: the janitor applies it later. The delivery itself is accepted.
+            // Stored: the janitor applies it later. The delivery itself is accepted, and said to be queued.
             self.logger.warning(
                 "event stored, applying it later", metadata: ["event_id": "\(event.eventID)", "error": "\(error)"])
-            return .applied
+            return .queued
         }
     }
 
     /// Applies every pending event (janitor, start-up); returns how many it settled.
     @discardableResult
     public func applyPending(timeout: Duration = .seconds(30)) async -> Int {
-        let pending = (try? await self.store.read { db in
-            try db.query("SELECT event_id FROM stripe_events WHERE state = 'PENDING' ORDER BY received_at, event_id")
-                .map { $0.string(0) }
-        }) ?? []
+        let pending = (try? await self.store.read { try StripeEventInbox.pendingIDs($0) }) ?? []
         var settled = 0
         for eventID in pending {
-            if (try? await self.apply(eventID: eventID, deadline: .now + timeout)) != nil { settled += 1 }
+            switch try? await self.apply(eventID: eventID, deadline: .now + timeout) {
+            case .applied, .duplicate, .ignored: settled += 1
+            case .queued, nil: break
+            }
         }
         return settled
     }
 
     private func apply(eventID: String, deadline: ContinuousClock.Instant) async throws -> Outcome {
-        guard let dealID = try await self.store.read({ try Self.dealOf(eventID, $0) }) else {
+        switch try await self.store.read({ try Self.dealOf(eventID, $0) }) {
+        case .deal(let dealID):
+            return try await self.locks.withDealLock(dealID, deadline: deadline) {
+                let outcome = try await self.applyLocked(eventID: eventID, deadline: deadline)
+                // Events that waited for this payment's intent to be known (a refund made before its
+                // completion was applied) can be applied now, under the lock already held.
+                for waiting in try await self.store.read({
+                    try StripeEventInbox.pendingForPaymentIntents($0, dealID: dealID)
+                }) {
+                    // Its own failure leaves it pending for the janitor; this event's outcome stands.
+                    _ = try? await self.applyLocked(eventID: waiting, deadline: deadline)
+                }
+                return outcome
+            }
+        case .notYetKnown(let receivedAt) where receivedAt > self.now() - Self.unmatchedPatience:
+            return .queued
+        case .notYetKnown, .none:
             try await self.store.write { db in
-                try Self.settle(db, eventID, state: "IGNORED", note: "no payment of paymentsd", now: self.now())
+                try StripeEventInbox.settle(
+                    db, eventID: eventID, .ignored, note: StripeEventInbox.orphanNote, now: self.now())
             }
             return .ignored
         }
-        return try await self.locks.withDealLock(dealID, deadline: deadline) {
-            let (outcome, refund) = try await self.store.write { db in try self.applyLocked(db, eventID: eventID) }
-            if let refund {
-                // The money goes back in its own step; if Stripe cannot be reached now the
-                // janitor resumes the refund operation, and the event stays applied.
-                try? await self.checkout.refunds.send(refundID: refund, deadline: deadline)
-            }
-            return outcome
-        }
     }
 
-    /// The deal an event belongs to: by the payment id in the session's metadata, its session, or its payment intent.
-    private static func dealOf(_ eventID: String, _ db: Connection) throws -> String? {
-        guard
-            let row = try db.queryFirst(
-                "SELECT payment_id, object_id, payment_intent_id FROM stripe_events WHERE event_id = ?", eventID)
-        else { return nil }
-        return try Self.payment(db, paymentID: row.optionalString(0), objectID: row.string(1), paymentIntentID: row.optionalString(2))?
-            .dealID
+    /// One event under its deal's lock: its transaction, then the refund a late payment needs sent.
+    private func applyLocked(eventID: String, deadline: ContinuousClock.Instant) async throws -> Outcome {
+        let (outcome, refund) = try await self.store.write { db in try self.applyLocked(db, eventID: eventID) }
+        if let refund {
+            // The money goes back in its own step; if Stripe cannot be reached now the
+            // janitor resumes the refund operation, and the event stays applied.
+            try? await self.checkout.refunds.send(refundID: refund, deadline: deadline)
+        }
+        return outcome
     }
 
-    private static func payment(_ db: Connection, paymentID: String?, objectID: String, paymentIntentID: String?) throws
-        -> PaymentRecord?
-    {
-        if let paymentID, let payment = try PaymentRecord.load(db, paymentID: paymentID) { return payment }
-        if let row = try db.queryFirst("SELECT payment_id FROM payments WHERE checkout_session_id = ?", objectID) {
-            return try PaymentRecord.load(db, paymentID: row.string(0))
+    /// Whose an event is, as far as the database knows now.
+    private enum Owner {
+        case deal(String)
+        /// A refund or charge event naming a payment intent that no payment has recorded yet: its
+        /// payment's completion may not have been applied yet. It waits (pending) for it.
+        case notYetKnown(receivedAt: Int64)
+    }
+
+    /// The deal an event belongs to: by the payment id in the session's metadata, its session, or its
+    /// payment intent. Nil when it cannot be paymentsd's (a session no payment has).
+    private static func dealOf(_ eventID: String, _ db: Connection) throws -> Owner? {
+        guard let event = try StripeEventInbox.load(db, eventID: eventID) else { return nil }
+        if let payment = try Self.payment(db, event) { return .deal(payment.dealID) }
+        return Self.waitsForPaymentIntent(type: event.type, paymentIntentID: event.paymentIntentID)
+            ? .notYetKnown(receivedAt: event.receivedAt) : nil
+    }
+
+    /// Refund and charge events find their payment by its payment intent, which is recorded only
+    /// when the payment's completion is applied.
+    private static func waitsForPaymentIntent(type: String, paymentIntentID: String?) -> Bool {
+        paymentIntentID != nil && (type.hasPrefix("refund.") || type.hasPrefix("charge."))
+    }
+
+    /// The event's payment: by the payment id in its object's metadata, its session, or its payment intent.
+    private static func payment(_ db: Connection, _ event: StripeEventInbox.Event) throws -> PaymentRecord? {
+        if let paymentID = event.paymentID, let payment = try PaymentRecord.load(db, paymentID: paymentID) {
+            return payment
         }
-        if let paymentIntentID,
-            let row = try db.queryFirst("SELECT payment_id FROM payments WHERE payment_intent_id = ?", paymentIntentID)
-        {
-            return try PaymentRecord.load(db, paymentID: row.string(0))
+        if let payment = try PaymentRecord.load(db, checkoutSessionID: event.objectID) { return payment }
+        if let paymentIntentID = event.paymentIntentID {
+            return try PaymentRecord.load(db, paymentIntentID: paymentIntentID)
         }
         return nil
     }
@@ -135,30 +164,22 @@ public final class EventInbox: Sendable {
     /// that would move a payment back is recorded and changes nothing.
     private func applyLocked(_ db: Connection, eventID: String) throws -> (Outcome, refund: String?) {
         let now = self.now()
-        guard
-            let row = try db.queryFirst(
-                """
-                SELECT type, object_id, payment_id, payment_status, payment_intent_id, state, subscription_id,
-                    object_status, amount_total
-                FROM stripe_events WHERE event_id = ?
-                """, eventID), row.string(5) == "PENDING"
-        else { return (.duplicate, nil) }
-        let type = row.string(0)
-        guard
-            let payment = try Self.payment(
-                db, paymentID: row.optionalString(2), objectID: row.string(1), paymentIntentID: row.optionalString(4))
-        else {
-            try Self.settle(db, eventID, state: "IGNORED", note: "no payment of paymentsd", now: now)
-            return (.ignored, nil)
+        guard let event = try StripeEventInbox.load(db, eventID: eventID), event.isPending else { return (.duplicate, nil) }
+        let type = event.type
+        guard let payment = try Self.payment(db, event) else {
+            // Its payment was found before the lock was taken, and payments are never deleted; should
+            // that ever change, the event stays pending rather than being dropped.
+            return (.queued, nil)
         }
         let note: String
         var refund: String? = nil
         switch type {
-        case "checkout.session.completed" where row.optionalString(3) == "paid",
+        case "checkout.session.completed"
+        where event.paymentStatus.flatMap(CheckoutSession.PaymentStatus.init(rawValue:)) == .paid,
             "checkout.session.async_payment_succeeded":
             let paid = Fulfilment.Settlement(
-                paymentIntentID: row.optionalString(4), subscriptionID: row.optionalString(6),
-                amountTotal: row.optionalInt64(8))
+                paymentIntentID: event.paymentIntentID, subscriptionID: event.subscriptionID,
+                amountTotal: event.amountTotal)
             (note, refund) = try self.fulfil(db, payment, paid: paid, source: type, now: now)
         case "checkout.session.completed":
             note = "completed, payment not yet settled (asynchronous method)"
@@ -169,36 +190,31 @@ public final class EventInbox: Sendable {
             note = try self.close(db, payment, to: .expired, kind: "checkout.expired", now: now)
         case "charge.refunded", "refund.created", "refund.updated", "refund.failed":
             // Refunds paymentsd sent are settled; ones made at Stripe (the dashboard) recorded, once each.
-            let refunds = try db.query(
-                """
-                SELECT stripe_refund_id, amount, status, refund_id, failure_reason FROM stripe_event_refunds
-                WHERE event_id = ? ORDER BY rowid
-                """, eventID)
+            let refunds = try StripeEventInbox.refunds(db, eventID: eventID)
             for refund in refunds {
                 try RefundLedger.record(
                     db, payment,
                     RefundObject(
-                        id: refund.string(0), amount: refund.int64(1), status: refund.string(2),
-                        failureReason: refund.optionalString(4), paymentsdRefundID: refund.optionalString(3)),
+                        id: refund.stripeRefundID, amount: refund.amount,
+                        status: RefundObject.Status(rawValue: refund.status),
+                        failureReason: refund.failureReason, paymentsdRefundID: refund.refundID),
                     now: now)
             }
             note = "refunds named: \(refunds.count)"
         case _ where type.hasPrefix("customer.subscription."):
             // The subscription's later life is Stripe's to manage; it is recorded for the deal.
             note = "subscription event recorded"
-            if let subscriptionID = row.optionalString(6) {
-                try db.query(
-                    "UPDATE payments SET subscription_id = coalesce(subscription_id, ?) WHERE payment_id = ?",
-                    subscriptionID, payment.paymentID)
+            if let subscriptionID = event.subscriptionID {
+                try PaymentRecord.recordSubscription(db, paymentID: payment.paymentID, subscriptionID: subscriptionID)
             }
             try AuditLog.append(
                 db, dealID: payment.dealID, paymentID: payment.paymentID, kind: "stripe.\(type)",
-                detail: "subscription_id=\(row.optionalString(6) ?? "") status=\(row.optionalString(7) ?? "")", now: now)
+                detail: "subscription_id=\(event.subscriptionID ?? "") status=\(event.objectStatus ?? "")", now: now)
         default:
-            try Self.settle(db, eventID, state: "IGNORED", note: "type not acted on", now: now)
+            try StripeEventInbox.settle(db, eventID: eventID, .ignored, note: "type not acted on", now: now)
             return (.ignored, nil)
         }
-        try Self.settle(db, eventID, state: "APPLIED", note: note, now: now)
+        try StripeEventInbox.settle(db, eventID: eventID, .applied, note: note, now: now)
         return (.applied, refund)
     }
 
@@ -225,8 +241,6 @@ public final class EventInbox: Sendable {
             self.logger.warning("payment arrived for a closed checkout", metadata: ["payment_id": "\(payment.paymentID)"])
             let refundID = try CheckoutEngine.applyLatePayment(db, payment, paid: paid, source: source, now: now)
             return refundID == nil ? ("late payment fulfilled", nil) : ("late payment, stock gone: refunding", refundID)
-        case .unspecified:
-            preconditionFailure("a stored payment has no status")
         }
     }
 
@@ -242,10 +256,5 @@ public final class EventInbox: Sendable {
         try PaymentRecord.transition(db, payment, to: status, kind: kind, now: now)
         try CheckoutHolds.release(db, paymentID: payment.paymentID, now: now)
         return "closed"
-    }
-
-    private static func settle(_ db: Connection, _ eventID: String, state: String, note: String, now: Int64) throws {
-        try db.query(
-            "UPDATE stripe_events SET state = ?, note = ?, applied_at = ? WHERE event_id = ?", state, note, now, eventID)
     }
 }

@@ -1,3 +1,4 @@
+import PaymentsDomain
 import PaymentsStore
 import StripeClient
 
@@ -30,13 +31,9 @@ enum Fulfilment {
 
     /// Records the settlement's ids, and for a subscription the amount Stripe charged.
     static func record(_ db: Connection, _ payment: PaymentRecord, _ paid: Settlement) throws {
-        try db.query(
-            """
-            UPDATE payments SET payment_intent_id = coalesce(?, payment_intent_id),
-                subscription_id = coalesce(?, subscription_id),
-                amount_total = CASE WHEN mode = 'SUBSCRIPTION' THEN coalesce(?, amount_total) ELSE amount_total END
-            WHERE payment_id = ?
-            """, paid.paymentIntentID, paid.subscriptionID, paid.amountTotal, payment.paymentID)
+        try PaymentRecord.recordSettlement(
+            db, paymentID: payment.paymentID, paymentIntentID: paid.paymentIntentID, subscriptionID: paid.subscriptionID,
+            amountTotal: paid.amountTotal)
     }
 
     /// Fulfils `payment` if it is not paid yet; returns whether this call did. A closed checkout
@@ -47,15 +44,12 @@ enum Fulfilment {
     {
         switch payment.status {
         case .created, .expired, .canceled: break
-        case .paid, .partiallyRefunded, .refunded, .failed, .unspecified: return false
+        case .paid, .partiallyRefunded, .refunded, .failed: return false
         }
         try Self.record(db, payment, paid)
         try PaymentRecord.transition(db, payment, to: .paid, kind: "payment.paid", detail: "source=\(source)", now: now)
         try CheckoutHolds.commit(db, paymentID: payment.paymentID, now: now)
-        let orderID = "ord_" + payment.paymentID.dropFirst("pay_".count)
-        try db.query(
-            "INSERT INTO orders (order_id, payment_id, deal_id, created_at) VALUES (?, ?, ?, ?)", orderID,
-            payment.paymentID, payment.dealID, now)
+        let orderID = try OrderBook.insert(db, payment: payment, now: now)
         try AuditLog.append(
             db, dealID: payment.dealID, paymentID: payment.paymentID, kind: "order.created", detail: "order_id=\(orderID)",
             now: now)

@@ -1,4 +1,5 @@
 import Logging
+import PaymentsDomain
 import PaymentsStore
 
 /// The janitor's sweep (guarantee 9): nothing stays half-done or open past its time.
@@ -27,7 +28,7 @@ public final class Janitor: Sendable {
     private let events: EventInbox
     private let logger: Logger
 
-    public init(checkout: CheckoutEngine, events: EventInbox, logger: Logger) {
+    init(checkout: CheckoutEngine, events: EventInbox, logger: Logger) {
         self.checkout = checkout
         self.events = events
         self.logger = logger
@@ -54,12 +55,9 @@ public final class Janitor: Sendable {
     /// Health of the invariants an operator watches (guarantee 13), for Metrics.
     public static func counts(_ db: Connection) throws -> (stuck: Int, orphans: Int, pendingEvents: Int) {
         (
-            try db.queryFirst(
-                "SELECT count(*) FROM operations WHERE finished_at IS NULL AND attempts >= ?", Self.stuckAfterAttempts)!
-                .int(0),
-            try db.queryFirst("SELECT count(*) FROM stripe_events WHERE state = 'IGNORED' AND note = 'no payment of paymentsd'")!
-                .int(0),
-            try db.queryFirst("SELECT count(*) FROM stripe_events WHERE state = 'PENDING'")!.int(0)
+            try Invariants.stuckOperations(db, attempts: Self.stuckAfterAttempts),
+            try Invariants.orphanedEvents(db),
+            try Invariants.pendingEvents(db)
         )
     }
 
@@ -67,12 +65,7 @@ public final class Janitor: Sendable {
         let cutoff = self.checkout.now() - Self.expiryGrace
         let overdue: [String]
         do {
-            overdue = try await self.checkout.store.read { db in
-                try db.query(
-                    "SELECT payment_id FROM payments WHERE status = 'CREATED' AND expires_at <= ? ORDER BY expires_at",
-                    cutoff
-                ).map { $0.string(0) }
-            }
+            overdue = try await self.checkout.store.read { try Invariants.overdueCheckouts($0, cutoff: cutoff) }
         } catch {
             self.logger.error("cannot list overdue checkouts", metadata: ["error": "\(error)"])
             return 0

@@ -1,3 +1,6 @@
+import PaymentsDomain
+import PaymentsStore
+
 extension KeyedLockTable where Key == String {
     /// The lock key of a deal; customers (subscriptions) are locked before deals.
     static func dealKey(_ dealID: String) -> String { "deal:\(dealID)" }

@@ -12,9 +12,9 @@ import Synchronization
 ///   task is cancelled.
 /// - **No growth**: a key is in the table only while someone holds or waits
 ///   for it.
-/// - **Several keys**: `withLocks` takes keys one after the other in the order
-///   given; every caller must use the same global order (customer before
-///   deal) so two commands can never wait for each other.
+/// - **Several keys**: a command that needs two takes them nested, in one
+///   global order (customer before deal), so two commands can never wait for
+///   each other.
 public final class KeyedLockTable<Key: Hashable & Sendable>: Sendable {
     private struct Waiter {
         let id: UInt64
@@ -49,16 +49,6 @@ public final class KeyedLockTable<Key: Hashable & Sendable>: Sendable {
         try await self.acquire(key, deadline: deadline)
         defer { self.release(key) }
         return try await body()
-    }
-
-    /// Runs `body` while holding every key of `keys`, taken in the order given.
-    public func withLocks<Result>(
-        _ keys: [Key], deadline: ContinuousClock.Instant, _ body: () async throws -> Result
-    ) async throws -> Result {
-        guard let first = keys.first else { return try await body() }
-        return try await self.withLock(first, deadline: deadline) {
-            try await self.withLocks(Array(keys.dropFirst()), deadline: deadline, body)
-        }
     }
 
     private func acquire(_ key: Key, deadline: ContinuousClock.Instant) async throws {

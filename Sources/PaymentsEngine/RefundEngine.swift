@@ -1,6 +1,6 @@
 import Logging
+import PaymentsDomain
 import PaymentsStore
-import PaymentsWire
 import StripeClient
 
 /// Refunds that add up (guarantee 7): never more than was paid, never made twice.
@@ -23,7 +23,8 @@ public final class RefundEngine: Sendable {
         public var payment: CheckoutEngine.PaymentKey
         /// 0: all that remains.
         public var amount: Int64
-        public var reason: RefundReason
+        /// Nil when the caller gave none.
+        public var reason: RefundReason?
         public var restock: Bool
         /// The caller's uid, idempotency key and request hash: a retry with the key resumes its refund.
         public var callerUID: UInt32
@@ -31,7 +32,7 @@ public final class RefundEngine: Sendable {
         public var requestHash: [UInt8]
 
         public init(
-            payment: CheckoutEngine.PaymentKey, amount: Int64, reason: RefundReason, restock: Bool, callerUID: UInt32,
+            payment: CheckoutEngine.PaymentKey, amount: Int64, reason: RefundReason?, restock: Bool, callerUID: UInt32,
             idempotencyKey: String, requestHash: [UInt8]
         ) {
             self.payment = payment
@@ -66,19 +67,23 @@ public final class RefundEngine: Sendable {
         self.now = now
     }
 
-    /// `RefundPayment`: returns the refund as recorded and the payment after it.
-    public func refund(_ request: Request, deadline: ContinuousClock.Instant) async throws
-        -> (refund: RefundRecord, payment: PaymentRecord)
-    {
+    /// A refund as recorded and the payment after it: what `RefundPayment` answers.
+    public struct Result: Sendable {
+        public let refund: RefundRecord
+        public let payment: PaymentRecord
+    }
+
+    /// `RefundPayment`: returns the refund as recorded and the payment after it. `answer` is stored
+    /// in the transaction that records Stripe's answer.
+    public func refund(
+        _ request: Request, answer: AnswerRecorder<Result>? = nil, deadline: ContinuousClock.Instant
+    ) async throws -> Result {
         let dealID = try await self.store.read { db in try Self.dealID(db, request.payment) }
         return try await self.locks.withDealLock(dealID, deadline: deadline) {
             let refundID = try await self.store.write { db in try self.record(db, request) }
-            try await self.send(refundID: refundID, deadline: deadline)
+            let result = try await self.send(refundID: refundID, answer: answer, deadline: deadline)
             CrashPoints.reach("refund_payment.result_recorded")
-            return try await self.store.read { db in
-                let refund = try RefundRecord.load(db, refundID: refundID)!
-                return (refund, try PaymentRecord.load(db, paymentID: refund.paymentID)!)
-            }
+            return result
         }
     }
 
@@ -104,27 +109,20 @@ public final class RefundEngine: Sendable {
                 return earlier.refundID
             }
             // The key has expired; it may name a new request now.
-            try db.query("UPDATE refunds SET request_key = NULL WHERE refund_id = ?", earlier.refundID)
+            try RefundRecord.forgetRequestKey(db, refundID: earlier.refundID)
         }
         let payment = try Self.refundable(db, request.payment)
-        switch payment.status {
-        case .paid, .partiallyRefunded:
-            break
-        case .refunded:
-            throw PaymentsError.alreadyRefunded(paymentID: payment.paymentID)
-        case .created, .expired, .canceled, .failed, .unspecified:
-            throw PaymentsError.paymentNotPaid(paymentID: payment.paymentID, status: payment.status.name)
-        }
+        if let refusal = PaymentCommand.refundPayment.refusal(payment) { throw refusal }
         let remaining = try RefundLedger.remaining(db, payment)
         let amount = request.amount == 0 ? remaining : request.amount
         guard amount > 0 else { throw PaymentsError.refundExceedsRemaining(remaining: remaining) }
         return try RefundLedger.insert(
             db, payment, amount: amount, reason: request.reason, restock: request.restock, cause: "request",
-            caller: RefundLedger.Caller(uid: request.callerUID, key: request.idempotencyKey, requestHash: request.requestHash),
+            caller: RefundRecord.Caller(uid: request.callerUID, key: request.idempotencyKey, requestHash: request.requestHash),
             now: now)
     }
 
-    /// The payment a refund is for: by id, or the deal's paid one (else its latest, to say why not).
+    /// The payment a refund is for: by id, or the one that decides for the deal (`PaymentCommand.deciding`).
     private static func refundable(_ db: Connection, _ key: CheckoutEngine.PaymentKey) throws -> PaymentRecord {
         switch key {
         case .payment(let paymentID):
@@ -133,59 +131,55 @@ public final class RefundEngine: Sendable {
             }
             return payment
         case .deal(let dealID):
-            let payments = try PaymentRecord.all(db, dealID: dealID)
-            let paid = payments.last { payment in
-                switch payment.status {
-                case .paid, .partiallyRefunded, .refunded: true
-                case .created, .expired, .canceled, .failed, .unspecified: false
-                }
+            guard let payment = PaymentCommand.deciding(try PaymentRecord.all(db, dealID: dealID)) else {
+                throw PaymentsError.dealNotFound(dealID)
             }
-            guard let payment = paid ?? payments.last else { throw PaymentsError.dealNotFound(dealID) }
             return payment
         }
     }
 
     /// Steps 2 and 3: Stripe, then the record of its answer. Serves live calls, retries with the
     /// caller's key, late payments and resumes alike; a refund already answered is left as it is.
-    func send(refundID: String, deadline: ContinuousClock.Instant) async throws {
+    @discardableResult
+    func send(refundID: String, answer: AnswerRecorder<Result>? = nil, deadline: ContinuousClock.Instant) async throws
+        -> Result
+    {
         CrashPoints.reach("refund_payment.refund_recorded")
         guard
             let (refund, payment) = try await self.store.read({ db -> (RefundRecord, PaymentRecord)? in
                 guard let refund = try RefundRecord.load(db, refundID: refundID) else { return nil }
                 return (refund, try PaymentRecord.load(db, paymentID: refund.paymentID)!)
-            }),
-            refund.status == .pending, refund.stripeRefundID == nil, refund.origin == .paymentsd
+            })
         else {
-            try await self.finish(refundID: refundID, paymentID: nil, answer: nil)
-            return
+            // An operation naming no refund has nothing to send: it is finished, not retried forever.
+            try await self.store.write { db in
+                try OperationLog.finish(db, .sendRefund, paymentID: "", subject: refundID, now: self.now())
+            }
+            throw PaymentsError.paymentNotFound(refundID)
+        }
+        guard refund.status == .pending, refund.stripeRefundID == nil, refund.origin == .paymentsd else {
+            return try await self.finish(refundID: refundID, stripeAnswer: nil, answer: answer)
         }
         guard let paymentIntentID = payment.paymentIntentID else {
             // Nothing was charged that Stripe knows of: there is nothing to give back.
-            try await self.finish(refundID: refundID, paymentID: payment.paymentID, answer: .rejected(code: "no_payment_intent"))
-            return
+            return try await self.finish(
+                refundID: refundID, stripeAnswer: .rejected(code: "no_payment_intent"), answer: answer)
         }
-        let answer: RefundLedger.Answer
+        let stripeAnswer: RefundLedger.Answer
         do {
             if self.now() - refund.createdAt >= Self.keyWindow,
                 let found = try await self.stripe.listRefunds(paymentIntent: paymentIntentID, deadline: deadline)
                     .first(where: { $0.paymentsdRefundID == refundID })
             {
-                answer = .stripe(found)
+                stripeAnswer = .stripe(found)
             } else {
-                var form = FormParameters()
-                form.add("payment_intent", paymentIntentID)
-                form.add("amount", refund.amount)
-                if let reason = refund.reason.stripeValue { form.add("reason", reason) }
-                form.add("metadata[refund_id]", refundID)
-                form.add("metadata[payment_id]", payment.paymentID)
-                form.add("metadata[deal_id]", payment.dealID)
-                form.add("metadata[cause]", refund.cause)
-                answer = .stripe(
+                stripeAnswer = .stripe(
                     try await self.stripe.createRefund(
-                        form, idempotencyKey: "paymentsd-\(refundID)-refund", deadline: deadline))
+                        StripeRequests.refund(refund, of: payment, paymentIntent: paymentIntentID),
+                        idempotencyKey: "paymentsd-\(refundID)-refund", deadline: deadline))
             }
         } catch StripeError.rejected(_, _, let code, _) {
-            answer = .rejected(code: code)
+            stripeAnswer = .rejected(code: code)
         } catch let error as StripeError {
             self.logger.warning(
                 "Stripe call failed; the refund stays pending", metadata: ["refund_id": "\(refundID)", "error": "\(error)"])
@@ -196,16 +190,26 @@ public final class RefundEngine: Sendable {
             throw PaymentsError.stripeUnavailable
         }
         CrashPoints.reach("refund_payment.stripe_answered")
-        try await self.finish(refundID: refundID, paymentID: payment.paymentID, answer: answer)
+        let result = try await self.finish(refundID: refundID, stripeAnswer: stripeAnswer, answer: answer)
         self.logger.notice("refund answered by Stripe", metadata: ["refund_id": "\(refundID)"])
+        return result
     }
 
-    private func finish(refundID: String, paymentID: String?, answer: RefundLedger.Answer?) async throws {
+    /// The last step: Stripe's answer recorded with its effects, the operation finished, and the
+    /// caller's answer stored, in one transaction.
+    private func finish(refundID: String, stripeAnswer: RefundLedger.Answer?, answer: AnswerRecorder<Result>?)
+        async throws -> Result
+    {
         try await self.store.write { db in
             let now = self.now()
-            if let answer { try RefundLedger.settle(db, refundID: refundID, answer, now: now) }
-            let paymentID = try paymentID ?? RefundRecord.load(db, refundID: refundID)?.paymentID ?? ""
-            try OperationLog.finish(db, .sendRefund, paymentID: paymentID, subject: refundID, now: now)
+            if let stripeAnswer { try RefundLedger.settle(db, refundID: refundID, stripeAnswer, now: now) }
+            guard let refund = try RefundRecord.load(db, refundID: refundID),
+                let payment = try PaymentRecord.load(db, paymentID: refund.paymentID)
+            else { preconditionFailure("refund \(refundID) was read before this step; refunds are never deleted") }
+            try OperationLog.finish(db, .sendRefund, paymentID: refund.paymentID, subject: refundID, now: now)
+            let result = Result(refund: refund, payment: payment)
+            try answer.record(db, result, now: now)
+            return result
         }
     }
 
@@ -215,15 +219,7 @@ public final class RefundEngine: Sendable {
     public func settleStalePending(age: Int64 = 3600, deadline: ContinuousClock.Instant) async -> Int {
         let stale: [(refundID: String, stripeRefundID: String, dealID: String)]
         do {
-            stale = try await self.store.read { db in
-                try db.query(
-                    """
-                    SELECT r.refund_id, r.stripe_refund_id, p.deal_id FROM refunds r JOIN payments p USING (payment_id)
-                    WHERE r.status = 'PENDING' AND r.stripe_refund_id IS NOT NULL AND r.updated_at <= ?
-                    ORDER BY r.updated_at
-                    """, self.now() - age
-                ).map { ($0.string(0), $0.string(1), $0.string(2)) }
-            }
+            stale = try await self.store.read { db in try RefundRecord.stalePending(db, touchedBefore: self.now() - age) }
         } catch {
             self.logger.error("cannot list pending refunds", metadata: ["error": "\(error)"])
             return 0
@@ -235,11 +231,11 @@ public final class RefundEngine: Sendable {
                 try await self.locks.withDealLock(refund.dealID, deadline: deadline) {
                     try await self.store.write { db in
                         // Asked again after another `age` seconds if Stripe still says pending.
-                        try db.query("UPDATE refunds SET updated_at = ? WHERE refund_id = ?", self.now(), refund.refundID)
+                        try RefundRecord.touch(db, refundID: refund.refundID, now: self.now())
                         try RefundLedger.settle(db, refundID: refund.refundID, .stripe(object), now: self.now())
                     }
                 }
-                if object.status != "pending" && object.status != "requires_action" { settled += 1 }
+                if object.status?.isFinal == true { settled += 1 }
             } catch {
                 self.logger.warning(
                     "asking Stripe about a pending refund failed", metadata: ["refund_id": "\(refund.refundID)", "error": "\(error)"])

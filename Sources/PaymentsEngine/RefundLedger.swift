@@ -1,5 +1,5 @@
+import PaymentsDomain
 import PaymentsStore
-import PaymentsWire
 import StripeClient
 
 /// The refunds of payments and what they do to the payment, its order and its stock
@@ -9,49 +9,31 @@ import StripeClient
 /// payment's `amount_refunded` and move its status, while every refund not FAILED
 /// counts against what remains to refund. States only move forward.
 enum RefundLedger {
-    /// Who asked, when a RefundPayment call did: a retry with the same key finds its refund.
-    struct Caller: Sendable {
-        let uid: UInt32
-        let key: String
-        let requestHash: [UInt8]
-    }
 
     /// What remains refundable: paid, less every refund that is not FAILED (pending ones included).
     static func remaining(_ db: Connection, _ payment: PaymentRecord) throws -> Int64 {
-        let committed = try db.queryFirst(
-            "SELECT coalesce(sum(amount), 0) FROM refunds WHERE payment_id = ? AND status <> 'FAILED'", payment.paymentID)!
-            .int64(0)
-        return max(0, payment.amountTotal - committed)
+        max(0, payment.amountTotal - (try RefundRecord.committedAmount(db, paymentID: payment.paymentID)))
     }
 
     /// Records a PENDING refund and starts its operation. The insert itself refuses to go past
     /// the amount paid (a trigger), so no read before it can be raced.
     static func insert(
-        _ db: Connection, _ payment: PaymentRecord, amount: Int64, reason: RefundReason, restock: Bool, cause: String,
-        caller: Caller?, now: Int64
+        _ db: Connection, _ payment: PaymentRecord, amount: Int64, reason: RefundReason?, restock: Bool, cause: String,
+        caller: RefundRecord.Caller?, now: Int64
     ) throws -> String {
         let refundID = CheckoutEngine.newID(prefix: "rfd_")
-        do {
-            try db.query(
-                """
-                INSERT INTO refunds (refund_id, payment_id, amount, status, reason, restock, origin, cause, caller_uid,
-                    request_key, request_hash, created_at, updated_at)
-                VALUES (?, ?, ?, 'PENDING', ?, ?, 'PAYMENTSD', ?, ?, ?, ?, ?, ?)
-                """,
-                arguments: [
-                    refundID, payment.paymentID, amount, reason.name, restock ? 1 : 0, cause,
-                    caller.map { Int64($0.uid) }, caller?.key, caller.map { SQLValue.blob($0.requestHash) }, now, now,
-                ])
-        } catch let error as SQLiteError where error.message.contains("refund_exceeds_remaining") {
-            throw PaymentsError.refundExceedsRemaining(remaining: try Self.remaining(db, payment))
-        }
+        guard
+            try RefundRecord.insertPending(
+                db, refundID: refundID, paymentID: payment.paymentID, amount: amount, reason: reason, restock: restock,
+                cause: cause, caller: caller, now: now)
+        else { throw PaymentsError.refundExceedsRemaining(remaining: try Self.remaining(db, payment)) }
         try AuditLog.append(
             db, dealID: payment.dealID, paymentID: payment.paymentID, kind: "refund.requested",
-            detail: "refund_id=\(refundID) amount=\(amount) reason=\(reason.name) cause=\(cause)\(restock ? " restock" : "")",
+            detail: "refund_id=\(refundID) amount=\(amount) reason=\(reason?.rawValue ?? RefundReason.noneName) cause=\(cause)\(restock ? " restock" : "")",
             now: now)
         try OperationLog.start(
             db, .sendRefund, dealID: payment.dealID, paymentID: payment.paymentID, subject: refundID,
-            recoveryPoint: "refund_recorded", detail: refundID, now: now)
+            recoveryPoint: .refundRecorded, detail: refundID, now: now)
         return refundID
     }
 
@@ -74,7 +56,7 @@ enum RefundLedger {
         case .stripe(let object):
             status = Self.status(object.status)
             stripeRefundID = object.id
-            if status == .failed { failure = object.failureReason ?? object.status ?? "failed" }
+            if status == .failed { failure = object.failureReason ?? object.status?.rawValue ?? "failed" }
         case .rejected(let code):
             status = .failed
             failure = "stripe_rejected" + (code.isEmpty ? "" : ": \(code)")
@@ -82,7 +64,7 @@ enum RefundLedger {
         switch refund.status {
         case .pending:
             break
-        case .succeeded, .failed, .unspecified:
+        case .succeeded, .failed:
             if status != refund.status {
                 // Stripe changed its mind after the fact (a succeeded refund can still fail at the bank):
                 // recorded for the operator; the ledger only moves forward.
@@ -93,12 +75,8 @@ enum RefundLedger {
             return
         }
         guard status != .pending || (refund.stripeRefundID == nil && stripeRefundID != nil) else { return }
-        try db.query(
-            """
-            UPDATE refunds SET status = ?, stripe_refund_id = coalesce(stripe_refund_id, ?), failure_reason = ?,
-                updated_at = ?
-            WHERE refund_id = ?
-            """, status.name, stripeRefundID, failure, now, refundID)
+        try RefundRecord.settle(
+            db, refundID: refundID, status: status, stripeRefundID: stripeRefundID, failureReason: failure, now: now)
         try AuditLog.append(
             db, dealID: payment.dealID, paymentID: payment.paymentID, kind: "refund.\(status.name.lowercased())",
             from: refund.status.name, to: status.name,
@@ -124,27 +102,21 @@ enum RefundLedger {
         guard let amount = object.amount, amount > 0 else { return }
         let status = Self.status(object.status)
         let refundID = CheckoutEngine.newID(prefix: "rfd_")
-        try db.query(
-            """
-            INSERT INTO refunds (refund_id, payment_id, amount, status, reason, origin, cause, stripe_refund_id,
-                failure_reason, created_at, updated_at)
-            VALUES (?, ?, ?, ?, 'UNSPECIFIED', 'STRIPE', 'outside', ?, ?, ?, ?)
-            """,
-            arguments: [
-                refundID, payment.paymentID, amount, status.name, object.id,
-                status == .failed ? (object.failureReason ?? "failed") : nil, now, now,
-            ])
+        try RefundRecord.insertOutside(
+            db, refundID: refundID, paymentID: payment.paymentID, amount: amount, status: status,
+            stripeRefundID: object.id, failureReason: status == .failed ? (object.failureReason ?? "failed") : nil,
+            now: now)
         try AuditLog.append(
             db, dealID: payment.dealID, paymentID: payment.paymentID, kind: "refund.recorded_from_stripe",
             to: status.name, detail: "refund_id=\(refundID) stripe_refund_id=\(object.id) amount=\(amount)", now: now)
         if status == .succeeded { try Self.applySucceeded(db, payment, now: now) }
     }
 
-    private static func status(_ stripeStatus: String?) -> RefundStatus {
+    private static func status(_ stripeStatus: RefundObject.Status?) -> RefundStatus {
         switch stripeStatus {
-        case "succeeded": .succeeded
-        case "failed", "canceled": .failed
-        default: .pending  // pending, requires_action: Stripe settles it later
+        case .succeeded: .succeeded
+        case .failed, .canceled: .failed
+        case .pending, .requiresAction, nil: .pending  // Stripe settles it later
         }
     }
 
@@ -152,12 +124,8 @@ enum RefundLedger {
     /// order (refunded) and stock (back once, if a refund asked for it).
     private static func applySucceeded(_ db: Connection, _ stale: PaymentRecord, now: Int64) throws {
         guard let payment = try PaymentRecord.load(db, paymentID: stale.paymentID) else { return }
-        let refunded = try db.queryFirst(
-            "SELECT coalesce(sum(amount), 0) FROM refunds WHERE payment_id = ? AND status = 'SUCCEEDED'",
-            payment.paymentID)!.int64(0)
-        try db.query(
-            "UPDATE payments SET amount_refunded = ?, updated_at = ? WHERE payment_id = ?",
-            min(refunded, payment.amountTotal), now, payment.paymentID)
+        let refunded = try RefundRecord.succeededAmount(db, paymentID: payment.paymentID)
+        try PaymentRecord.setAmountRefunded(db, paymentID: payment.paymentID, min(refunded, payment.amountTotal), now: now)
         let full = refunded >= payment.amountTotal
         switch payment.status {
         case .paid, .partiallyRefunded:
@@ -173,7 +141,7 @@ enum RefundLedger {
             try AuditLog.append(
                 db, dealID: payment.dealID, paymentID: payment.paymentID, kind: "payment.late_refunded",
                 detail: "amount_refunded=\(refunded)", now: now)
-        case .refunded, .created, .failed, .unspecified:
+        case .refunded, .created, .failed:
             try AuditLog.append(
                 db, dealID: payment.dealID, paymentID: payment.paymentID, kind: "refund.recorded",
                 from: payment.status.name, detail: "amount_refunded=\(refunded); status unchanged", now: now)
@@ -183,18 +151,14 @@ enum RefundLedger {
     /// The order of a fully refunded payment is marked refunded; its stock comes back once when
     /// one of the payment's refunds asked for a restock.
     private static func closeOrder(_ db: Connection, _ payment: PaymentRecord, now: Int64) throws {
-        try db.query("UPDATE orders SET refunded_at = ? WHERE payment_id = ? AND refunded_at IS NULL", now, payment.paymentID)
-        if db.changes == 1 {
+        if try OrderBook.markRefunded(db, paymentID: payment.paymentID, now: now) {
             try AuditLog.append(
                 db, dealID: payment.dealID, paymentID: payment.paymentID, kind: "order.refunded",
                 detail: "order_id=\(payment.orderID ?? "")", now: now)
         }
-        let wanted = try db.queryFirst(
-            "SELECT 1 FROM refunds WHERE payment_id = ? AND restock = 1 AND status <> 'FAILED'", payment.paymentID) != nil
-        guard wanted else { return }
-        try db.query(
-            "UPDATE orders SET restocked_at = ? WHERE payment_id = ? AND restocked_at IS NULL", now, payment.paymentID)
-        guard db.changes == 1 else { return }
+        guard try RefundRecord.restockWanted(db, paymentID: payment.paymentID),
+            try OrderBook.markRestocked(db, paymentID: payment.paymentID, now: now)
+        else { return }
         try StockLedger.restock(db, paymentID: payment.paymentID, now: now)
         try AuditLog.append(
             db, dealID: payment.dealID, paymentID: payment.paymentID, kind: "stock.restocked",

@@ -10,19 +10,17 @@ public struct CallContext: Sendable {
     public let deadline: ContinuousClock.Instant
     /// Nil when the caller sent none.
     public let idempotencyKey: String?
-    public let headers: [Header]
     public let logger: Logger
 
     public init(
         method: MethodName, requestID: UInt64, peer: PeerCredentials, deadline: ContinuousClock.Instant,
-        idempotencyKey: String?, headers: [Header], logger: Logger
+        idempotencyKey: String?, logger: Logger
     ) {
         self.method = method
         self.requestID = requestID
         self.peer = peer
         self.deadline = deadline
         self.idempotencyKey = idempotencyKey
-        self.headers = headers
         self.logger = logger
     }
 }

@@ -9,10 +9,6 @@ public final class Dispatcher: Sendable {
         public var defaultTimeout: Duration = .seconds(30)
         /// The longest deadline a caller may ask for.
         public var maximumTimeout: Duration = .seconds(300)
-        /// How long past its deadline a handler may still answer: a handler that watches the
-        /// deadline itself (a lock wait, a Stripe call) then answers with its own reason
-        /// (`lock_timeout`, `stripe_unavailable`) instead of being cut off.
-        public var deadlineGrace: Duration = .milliseconds(100)
         /// Tests only: every call waits this long before its handler runs (PAYMENTSD_TEST_DELAY_MS).
         public var testDelay: Duration? = nil
 
@@ -81,13 +77,15 @@ public final class Dispatcher: Sendable {
         let deadline = start + timeout
         let context = CallContext(
             method: method, requestID: request.requestID, peer: peer, deadline: deadline,
-            idempotencyKey: request.idempotencyKey.isEmpty ? nil : request.idempotencyKey,
-            headers: request.headers, logger: logger)
-        let testDelay = self.configuration.testDelay
-        return try await withDeadline(deadline + self.configuration.deadlineGrace) {
-            if let testDelay { try await Task.sleep(for: testDelay) }
-            return try await handler(request.payload, context)
+            idempotencyKey: request.idempotencyKey.isEmpty ? nil : request.idempotencyKey, logger: logger)
+        if let testDelay = self.configuration.testDelay {
+            try await Task.sleep(until: min(start + testDelay, deadline), clock: .continuous)
         }
+        // No timer races the handler: it gets the deadline, and every wait it makes (a lock, a Stripe
+        // call) ends by then with the handler's own reason (`lock_timeout`, `stripe_unavailable`). A
+        // call whose deadline passed before its handler could start is not run at all.
+        guard ContinuousClock.now < deadline else { throw RPCError.deadlineExceeded }
+        return try await handler(request.payload, context)
     }
 
     /// An idempotency key is 1-255 printable ASCII characters (protocol.md section 5); empty means none.
@@ -113,20 +111,5 @@ public final class Dispatcher: Sendable {
             logger.error("unexpected error", metadata: ["error": "\(String(reflecting: error))"])
             return Status(code: .internal, reason: "internal", message: "internal error; the daemon's log has details")
         }
-    }
-}
-
-/// Runs `body`, cancelling it and throwing `deadline_exceeded` when `deadline` passes first.
-func withDeadline<Result: Sendable>(
-    _ deadline: ContinuousClock.Instant, _ body: @escaping @Sendable () async throws -> Result
-) async throws -> Result {
-    try await withThrowingTaskGroup(of: Result.self) { group in
-        group.addTask { try await body() }
-        group.addTask {
-            try await Task.sleep(until: deadline, clock: .continuous)
-            throw RPCError.deadlineExceeded
-        }
-        defer { group.cancelAll() }
-        return try await group.next()!
     }
 }

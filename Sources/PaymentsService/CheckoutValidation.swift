@@ -1,4 +1,6 @@
+import PaymentsDomain
 import PaymentsEngine
+import PaymentsStore
 import PaymentsWire
 
 /// Checks every field of a CreateCheckout request (protocol.md section 4) and
@@ -7,7 +9,10 @@ enum CheckoutValidation {
     static func validate(_ request: CreateCheckoutRequest) throws -> CheckoutRequest {
         try Field.identifier(request.dealID, "deal_id")
         let subscription: Bool
-        switch request.mode {
+        guard let mode = request.mode.domain else {
+            throw PaymentsError.invalidField(field: "mode", message: "mode must be PAYMENT or SUBSCRIPTION")
+        }
+        switch mode {
         case .payment:
             subscription = false
             if !request.customerRef.isEmpty { try Field.identifier(request.customerRef, "customer_ref") }
@@ -15,8 +20,6 @@ enum CheckoutValidation {
             subscription = true
             // The customer is who "one open subscription checkout" is counted for (guarantee 2).
             try Field.identifier(request.customerRef, "customer_ref")
-        case .unspecified:
-            throw PaymentsError.invalidField(field: "mode", message: "mode must be PAYMENT or SUBSCRIPTION")
         }
         try Field.check(request.claims.count <= 20, "claims", "at most 20 claims")
         for (index, key) in request.claims.enumerated() {
@@ -69,12 +72,12 @@ enum CheckoutValidation {
                 "metadata values are at most 500 printable characters")
         }
         return CheckoutRequest(
-            dealID: request.dealID, customerRef: request.customerRef, mode: request.mode, currency: request.currency,
+            dealID: request.dealID, customerRef: request.customerRef, mode: mode, currency: request.currency,
             items: request.items.map {
                 LineItemRecord(sku: $0.sku, name: $0.name, quantity: $0.quantity, unitAmount: $0.unitAmount, priceID: $0.priceID)
             },
-            claims: request.claims, successURL: request.successURL, cancelURL: request.cancelURL, onOpen: request.onOpen,
-            metadata: request.metadata)
+            claims: request.claims, successURL: request.successURL, cancelURL: request.cancelURL,
+            onOpen: request.onOpen.domain, metadata: request.metadata.map { MetadataEntry($0.key, $0.value) })
     }
 }
 

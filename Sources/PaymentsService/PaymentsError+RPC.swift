@@ -1,5 +1,6 @@
-import PaymentsEngine
+import PaymentsDomain
 import PaymentsRPC
+import PaymentsStore
 import PaymentsWire
 
 /// The one place where domain refusals become wire statuses (protocol.md section 4).
@@ -68,8 +69,6 @@ extension PaymentsError: RPCErrorConvertible {
                 details: [Header("key", key), Header("deal_id", dealID)])
         case .claimNotFound(let key):
             RPCError(.notFound, "claim_not_found", "nobody has this name", details: [Header("key", key)])
-        case .notImplemented(let message):
-            RPCError(.unimplemented, "not_implemented", message)
         }
     }
 }

@@ -1,3 +1,4 @@
+import PaymentsDomain
 import PaymentsEngine
 import PaymentsRPC
 import PaymentsStore
@@ -9,8 +10,15 @@ extension PaymentsMethods {
         let wire: CreateCheckoutRequest
         do { wire = try CreateCheckoutRequest(serialized: payload) } catch { throw RPCError.malformedPayload }
         let request = try CheckoutValidation.validate(wire)
-        return try await self.idempotency.run(payload, context) { _ in
-            let (payment, created) = try await self.checkout.createCheckout(request, deadline: context.deadline)
+        return try await self.idempotency.run(payload, context) { recorder in
+            // The engine stores this answer only from the call that opens the checkout.
+            let answer = recorder?.answer { (opened: PaymentRecord) in
+                var reply = Payment(opened)
+                reply.created = true
+                return reply.serialized()
+            }
+            let (payment, created) = try await self.checkout.createCheckout(
+                request, answer: answer, deadline: context.deadline)
             var reply = Payment(payment)
             reply.created = created
             return reply.serialized()
@@ -59,21 +67,5 @@ extension PaymentsMethods {
     private static func dealOnly(_ ref: PaymentRef) throws -> String {
         try Field.identifier(ref.dealID, "deal_id")
         return ref.dealID
-    }
-}
-
-extension Payment {
-    init(_ record: PaymentRecord) {
-        self.init(
-            paymentID: record.paymentID, dealID: record.dealID, customerRef: record.customerRef, mode: record.mode,
-            status: record.status, currency: record.currency, amountTotal: record.amountTotal,
-            amountRefunded: record.amountRefunded, checkoutSessionID: record.checkoutSessionID ?? "",
-            checkoutURL: record.checkoutURL ?? "", expiresAt: record.expiresAt,
-            paymentIntentID: record.paymentIntentID ?? "", orderID: record.orderID ?? "", created: false,
-            failureReason: record.failureReason ?? "", createdAt: record.createdAt, updatedAt: record.updatedAt,
-            items: record.items.map {
-                LineItem(sku: $0.sku, name: $0.name, quantity: $0.quantity, unitAmount: $0.unitAmount, priceID: $0.priceID)
-            },
-            claims: record.claims, subscriptionID: record.subscriptionID ?? "", refunds: record.refunds.map(Refund.init))
     }
 }

@@ -1,5 +1,7 @@
+import PaymentsDomain
 import PaymentsEngine
 import PaymentsRPC
+import PaymentsStore
 import PaymentsWire
 
 extension PaymentsMethods {
@@ -22,11 +24,5 @@ extension PaymentsMethods {
                 return reply
             }
         }
-    }
-}
-
-extension Claim {
-    init(_ status: ClaimLedger.Status) {
-        self.init(key: status.key, state: status.state, dealID: status.dealID, expiresAt: status.expiresAt)
     }
 }

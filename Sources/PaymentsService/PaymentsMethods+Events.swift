@@ -1,5 +1,7 @@
+import PaymentsDomain
 import PaymentsEngine
 import PaymentsRPC
+import PaymentsStore
 import PaymentsWire
 
 extension PaymentsMethods {
@@ -21,6 +23,7 @@ extension PaymentsMethods {
         case .applied: wire = .applied
         case .duplicate: wire = .duplicate
         case .ignored: wire = .ignored
+        case .queued: wire = .queued
         }
         return EventResult(eventID: event.eventID, type: event.type, outcome: wire)
     }
@@ -38,9 +41,11 @@ extension PaymentsMethods {
         try Field.check(
             request.reason.unicodeScalars.count <= 200 && Field.isPrintable(request.reason), "reason",
             "reason is at most 200 printable characters")
-        return try await self.idempotency.run(payload, context) { _ in
-            Payment(try await self.checkout.cancelCheckout(dealID: request.dealID, reason: request.reason, deadline: context.deadline))
-                .serialized()
+        return try await self.idempotency.run(payload, context) { recorder in
+            let canceled = try await self.checkout.cancelCheckout(
+                dealID: request.dealID, reason: request.reason, answer: recorder?.answer { Payment($0).serialized() },
+                deadline: context.deadline)
+            return Payment(canceled).serialized()
         }
     }
 }

@@ -1,5 +1,7 @@
+import PaymentsDomain
 import PaymentsEngine
 import PaymentsRPC
+import PaymentsStore
 import PaymentsWire
 
 extension PaymentsMethods {
@@ -20,23 +22,12 @@ extension PaymentsMethods {
         let now = self.now()
         let gauges = try await self.store.read { db in
             let counts = try Janitor.counts(db)
-            let overdue = try db.queryFirst(
-                "SELECT count(*) FROM payments WHERE status = 'CREATED' AND expires_at <= ?", now - Janitor.expiryGrace)!
-                .int(0)
-            let late = try db.queryFirst("SELECT count(*) FROM audit_events WHERE kind = 'payment.late'")!.int(0)
+            let overdue = try Invariants.overdueCheckouts(db, cutoff: now - Janitor.expiryGrace).count
+            let late = try Invariants.latePayments(db)
             // Zero unless something is wrong: Stripe never refunds more than was paid, and the
             // refunds table refuses it for the refunds paymentsd sends.
-            let overRefunded = try db.queryFirst(
-                """
-                SELECT count(*) FROM payments p
-                WHERE (SELECT coalesce(sum(amount), 0) FROM refunds r
-                       WHERE r.payment_id = p.payment_id AND r.status = 'SUCCEEDED') > p.amount_total
-                """)!.int(0)
-            let strayHolds = try db.queryFirst(
-                """
-                SELECT count(*) FROM claims c JOIN payments p USING (payment_id)
-                WHERE c.state = 'HELD' AND p.status <> 'CREATED'
-                """)!.int(0)
+            let overRefunded = try Invariants.overRefundedPayments(db)
+            let strayHolds = try Invariants.claimsHeldWithoutCheckout(db)
             return [
                 ("paymentsd_operations_pending", "Operations started and not finished.", Int(try OperationLog.pendingCount(db))),
                 ("paymentsd_operations_stuck", "Unfinished operations that failed \(Janitor.stuckAfterAttempts) times or more.", counts.stuck),

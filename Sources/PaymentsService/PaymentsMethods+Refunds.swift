@@ -1,5 +1,7 @@
+import PaymentsDomain
 import PaymentsEngine
 import PaymentsRPC
+import PaymentsStore
 import PaymentsWire
 
 extension PaymentsMethods {
@@ -19,24 +21,18 @@ extension PaymentsMethods {
         }
         return try await self.idempotency.run(payload, context) { recorder in
             guard let recorder else { preconditionFailure("a call with an idempotency key has a recorder") }
-            let (refund, after) = try await self.checkout.refunds.refund(
+            let result = try await self.checkout.refunds.refund(
                 RefundEngine.Request(
-                    payment: payment, amount: wire.amount, reason: wire.reason, restock: wire.restock,
+                    payment: payment, amount: wire.amount, reason: wire.reason.domain, restock: wire.restock,
                     callerUID: recorder.callerUID, idempotencyKey: recorder.key, requestHash: recorder.hash),
-                deadline: context.deadline)
-            var reply = Refund(refund)
-            reply.payment = Payment(after)
-            return reply.serialized()
+                answer: recorder.answer(Self.refundReply), deadline: context.deadline)
+            return Self.refundReply(result)
         }
     }
-}
 
-extension Refund {
-    /// A refund as the wire shows it; `payment` is left for the caller to set.
-    init(_ record: RefundRecord) {
-        self.init(
-            refundID: record.refundID, paymentID: record.paymentID, amount: record.amount, status: record.status,
-            stripeRefundID: record.stripeRefundID ?? "", reason: record.reason, failureReason: record.failureReason ?? "",
-            createdAt: record.createdAt)
+    @Sendable private static func refundReply(_ result: RefundEngine.Result) -> [UInt8] {
+        var reply = Refund(result.refund)
+        reply.payment = Payment(result.payment)
+        return reply.serialized()
     }
 }

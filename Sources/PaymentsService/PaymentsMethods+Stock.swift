@@ -1,3 +1,4 @@
+import PaymentsDomain
 import PaymentsEngine
 import PaymentsRPC
 import PaymentsStore
@@ -12,11 +13,13 @@ extension PaymentsMethods {
         try Field.check(update.onHand >= 0, "on_hand", "on_hand must not be negative")
         let now = self.now()
         return try await self.idempotency.run(payload, context) { recorder in
-            try await self.store.write { db in
+            let reply = try await self.store.write { db in
                 let reply = Stock(try StockLedger.set(db, sku: update.sku, onHand: update.onHand, now: now)).serialized()
                 try recorder?.save(db, payload: reply, now: now)
                 return reply
             }
+            CrashPoints.reach("set_stock.committed")
+            return reply
         }
     }
 
@@ -27,12 +30,14 @@ extension PaymentsMethods {
         try Field.identifier(adjustment.sku, "sku")
         let now = self.now()
         return try await self.idempotency.run(payload, context) { recorder in
-            try await self.store.write { db in
+            let reply = try await self.store.write { db in
                 let level = try StockLedger.adjust(db, sku: adjustment.sku, delta: adjustment.delta, now: now)
                 let reply = Stock(level).serialized()
                 try recorder?.save(db, payload: reply, now: now)
                 return reply
             }
+            CrashPoints.reach("adjust_stock.committed")
+            return reply
         }
     }
 
@@ -43,11 +48,5 @@ extension PaymentsMethods {
             throw PaymentsError.skuNotFound(ref.sku)
         }
         return Stock(level)
-    }
-}
-
-extension Stock {
-    init(_ level: StockLedger.Level) {
-        self.init(sku: level.sku, onHand: level.onHand, reserved: level.reserved, available: level.available)
     }
 }

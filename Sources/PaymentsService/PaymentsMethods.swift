@@ -1,3 +1,4 @@
+import PaymentsDomain
 import PaymentsEngine
 import PaymentsRPC
 import PaymentsStore
@@ -22,16 +23,15 @@ public struct PaymentsMethods: Sendable {
     let now: @Sendable () -> Int64
 
     public init(
-        store: Store, metrics: RequestMetrics, checkout: CheckoutEngine, events: EventInbox, janitor: Janitor,
-        verifier: WebhookVerifier,
-        locks: KeyedLockTable<String>, startedAt: ContinuousClock.Instant = .now, now: @escaping @Sendable () -> Int64 = { Int64(time(nil)) }
+        engine: Engine, metrics: RequestMetrics, verifier: WebhookVerifier, startedAt: ContinuousClock.Instant = .now,
+        now: @escaping @Sendable () -> Int64 = { Int64(time(nil)) }
     ) {
-        self.store = store
+        self.store = engine.store
         self.metrics = metrics
-        self.checkout = checkout
-        self.idempotency = RequestIdempotency(store: store, locks: locks, now: now)
-        self.events = events
-        self.janitor = janitor
+        self.checkout = engine.checkout
+        self.idempotency = RequestIdempotency(store: engine.store, locks: engine.locks, now: now)
+        self.events = engine.events
+        self.janitor = engine.janitor
         self.verifier = verifier
         self.startedAt = startedAt
         self.now = now

@@ -1,4 +1,5 @@
 import CCrypto
+import PaymentsDomain
 import PaymentsEngine
 import PaymentsRPC
 import PaymentsStore
@@ -39,16 +40,26 @@ final class RequestIdempotency: Sendable {
         let hash: [UInt8]
 
         func save(_ db: Connection, _ response: ResponseEnvelope, now: Int64) throws {
-            try db.query(
-                """
-                INSERT INTO idempotency_keys (caller_uid, key, request_hash, response, created_at) VALUES (?, ?, ?, ?, ?)
-                ON CONFLICT (caller_uid, key) DO UPDATE SET request_hash = excluded.request_hash,
-                    response = excluded.response, created_at = excluded.created_at
-                """, Int64(self.callerUID), self.key, SQLValue.blob(self.hash), SQLValue.blob(response.serialized()), now)
+            try IdempotencyKeys.save(
+                db, callerUID: self.callerUID, key: self.key, requestHash: self.hash, response: response.serialized(),
+                now: now)
         }
 
         func save(_ db: Connection, payload: [UInt8], now: Int64) throws {
             try self.save(db, ResponseEnvelope(requestID: 0, status: .ok, payload: payload), now: now)
+        }
+
+        /// The engine's hook for this call's answer, stored in the transaction of the operation's
+        /// last step: `reply` encodes the engine's result as the method's response; a refusal that
+        /// ends the call is stored as its status, one a retry may not get again is not stored.
+        func answer<Value>(_ reply: @escaping @Sendable (Value) -> [UInt8]) -> AnswerRecorder<Value> {
+            AnswerRecorder(
+                success: { db, value, now in try self.save(db, payload: reply(value), now: now) },
+                failure: { db, error, now in
+                    let status = error.rpcError.status
+                    guard RequestIdempotency.isFinal(status.code) else { return }
+                    try self.save(db, ResponseEnvelope(requestID: 0, status: status), now: now)
+                })
         }
     }
 
@@ -95,7 +106,7 @@ final class RequestIdempotency: Sendable {
     }
 
     /// Answers that a retry would get again; everything else may change and is not stored.
-    private static func isFinal(_ code: StatusCode) -> Bool {
+    static func isFinal(_ code: StatusCode) -> Bool {
         switch code {
         case .ok, .invalidArgument, .notFound, .alreadyExists, .failedPrecondition, .outOfRange: true
         case .cancelled, .unknown, .deadlineExceeded, .permissionDenied, .resourceExhausted, .aborted, .unimplemented,
@@ -108,13 +119,9 @@ final class RequestIdempotency: Sendable {
     private func stored(_ recorder: Recorder) async throws -> (hash: [UInt8], response: ResponseEnvelope?)? {
         let cutoff = self.now() - Self.retention
         return try await self.store.read { db in
-            guard
-                let row = try db.queryFirst(
-                    "SELECT request_hash, response FROM idempotency_keys WHERE caller_uid = ? AND key = ? AND created_at > ?",
-                    Int64(recorder.callerUID), recorder.key, cutoff),
-                case .blob(let hash) = row[0], case .blob(let response) = row[1]
+            guard let entry = try IdempotencyKeys.find(db, callerUID: recorder.callerUID, key: recorder.key, since: cutoff)
             else { return nil }
-            return (hash, response.isEmpty ? nil : try ResponseEnvelope(serialized: response))
+            return (entry.requestHash, entry.response.isEmpty ? nil : try ResponseEnvelope(serialized: entry.response))
         }
     }
 
@@ -122,11 +129,8 @@ final class RequestIdempotency: Sendable {
     private func markTaken(_ recorder: Recorder) async throws {
         let now = self.now()
         try await self.store.write { db in
-            try db.query(
-                """
-                INSERT INTO idempotency_keys (caller_uid, key, request_hash, response, created_at) VALUES (?, ?, ?, ?, ?)
-                ON CONFLICT (caller_uid, key) DO NOTHING
-                """, Int64(recorder.callerUID), recorder.key, SQLValue.blob(recorder.hash), SQLValue.blob([]), now)
+            try IdempotencyKeys.markTaken(
+                db, callerUID: recorder.callerUID, key: recorder.key, requestHash: recorder.hash, now: now)
         }
     }
 
@@ -135,13 +139,10 @@ final class RequestIdempotency: Sendable {
         try await self.store.write { db in
             // A handler that saved inside its own transaction already did; never overwrite that answer
             // (a key only taken, with no answer yet, gets this one).
-            let existing = try db.queryFirst(
-                """
-                SELECT 1 FROM idempotency_keys
-                WHERE caller_uid = ? AND key = ? AND created_at > ? AND length(response) > 0
-                """, Int64(recorder.callerUID), recorder.key, now - Self.retention)
-            if existing == nil { try recorder.save(db, response, now: now) }
-            try db.query("DELETE FROM idempotency_keys WHERE created_at <= ?", now - Self.retention)
+            let existing = try IdempotencyKeys.find(
+                db, callerUID: recorder.callerUID, key: recorder.key, since: now - Self.retention)
+            if existing?.response.isEmpty ?? true { try recorder.save(db, response, now: now) }
+            try IdempotencyKeys.purge(db, before: now - Self.retention)
         }
     }
 

@@ -9,10 +9,9 @@ public final class Connection {
     private var statements: [String: Statement] = [:]
 
     /// Opens (creating if needed) the database at `path`.
-    public init(path: String, readOnly: Bool = false) throws {
+    public init(path: String) throws {
         var handle: OpaquePointer?
-        let flags =
-            (readOnly ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE) | SQLITE_OPEN_NOMUTEX
+        let flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX
         let code = sqlite3_open_v2(path, &handle, flags, nil)
         guard code == SQLITE_OK, let handle else {
             let message = handle.map { String(cString: sqlite3_errmsg($0)) } ?? "out of memory"
@@ -68,6 +67,21 @@ public final class Connection {
             return result
         } catch {
             if self.isInTransaction { try? self.executeScript("ROLLBACK") }
+            throw error
+        }
+    }
+
+    /// Runs `body` inside a savepoint of the caller's transaction: when it throws, only its own work
+    /// is rolled back, and the error is rethrown for the caller to handle.
+    public func savepoint<Result>(_ name: String, _ body: () throws -> Result) throws -> Result {
+        precondition(self.isInTransaction, "a savepoint lives inside a transaction")
+        try self.executeScript("SAVEPOINT \(name)")
+        do {
+            let result = try body()
+            try self.executeScript("RELEASE \(name)")
+            return result
+        } catch {
+            try self.executeScript("ROLLBACK TO \(name); RELEASE \(name)")
             throw error
         }
     }

@@ -26,6 +26,8 @@ public struct ResultCode: RawRepresentable, Hashable, Sendable, CustomStringConv
     public static let constraintPrimaryKey = ResultCode(rawValue: Int32(PAYMENTSD_SQLITE_CONSTRAINT_PRIMARYKEY))
     public static let constraintForeignKey = ResultCode(rawValue: Int32(PAYMENTSD_SQLITE_CONSTRAINT_FOREIGNKEY))
     public static let constraintCheck = ResultCode(rawValue: Int32(PAYMENTSD_SQLITE_CONSTRAINT_CHECK))
+    /// A trigger's `RAISE(ABORT, ...)`: the refund cap, the append-only audit trail.
+    public static let constraintTrigger = ResultCode(rawValue: Int32(PAYMENTSD_SQLITE_CONSTRAINT_TRIGGER))
     public static let misuse = ResultCode(rawValue: SQLITE_MISUSE)
     public static let range = ResultCode(rawValue: SQLITE_RANGE)
 

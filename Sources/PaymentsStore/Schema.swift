@@ -235,5 +235,23 @@ public enum Schema {
                 ALTER TABLE stripe_events ADD COLUMN subscription_id TEXT;
                 ALTER TABLE stripe_events ADD COLUMN amount_total INTEGER;
                 """),
+        Migration(
+            version: 6, name: "expiry_cause_and_session_attempts",
+            sql: """
+                -- Why an expiry was started. It alone chooses the final state (EXPIRED when the checkout ran
+                -- out of time, CANCELED otherwise); a caller's cancel reason is text for the audit trail.
+                ALTER TABLE operations ADD COLUMN cause TEXT;
+                UPDATE operations SET cause = CASE detail
+                        WHEN 'expired_by_time' THEN 'expired_by_time'
+                        WHEN 'replaced' THEN 'replaced'
+                        WHEN 'replaced_for_customer' THEN 'replaced_for_customer'
+                        ELSE 'canceled' END
+                    WHERE kind = 'expire_session';
+
+                -- A session create that Stripe refused because its expires_at had gone stale (an outage
+                -- longer than the margin) is sent again as a new attempt: the attempt number is part of
+                -- its idempotency key, and the attempt gets a fresh expires_at.
+                ALTER TABLE payments ADD COLUMN session_attempt INTEGER NOT NULL DEFAULT 0;
+                """),
     ]
 }

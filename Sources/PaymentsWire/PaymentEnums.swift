@@ -69,6 +69,8 @@ public enum EventOutcome: Int, Sendable, CaseIterable {
     case applied = 1
     case duplicate = 2
     case ignored = 3
+    /// Stored durably and applied later (by the janitor): never reported as applied when it was not.
+    case queued = 4
 
     public var name: String {
         switch self {
@@ -76,6 +78,7 @@ public enum EventOutcome: Int, Sendable, CaseIterable {
         case .applied: "APPLIED"
         case .duplicate: "DUPLICATE"
         case .ignored: "IGNORED"
+        case .queued: "QUEUED"
         }
     }
 }

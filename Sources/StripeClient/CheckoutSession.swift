@@ -2,13 +2,29 @@
 ///
 /// Decoding ignores everything else, so personal data Stripe sends along
 /// (`customer_details`: e-mail, name, address) and the `client_secret` are
-/// never held in memory past parsing, let alone stored or logged.
+/// never held in memory past parsing, let alone stored or logged. A status this
+/// client does not know makes the answer undecodable (`StripeError.unavailable`):
+/// paymentsd never guesses what a session it cannot read means.
 public struct CheckoutSession: Decodable, Sendable, Equatable {
+    /// Where the session is in its life.
+    public enum Status: String, Decodable, Sendable, Equatable {
+        case open
+        case complete
+        case expired
+    }
+
+    /// Whether the customer's money arrived.
+    public enum PaymentStatus: String, Decodable, Sendable, Equatable {
+        case paid
+        /// Not yet: an asynchronous method (a bank debit) still settling, or nobody paid.
+        case unpaid
+        /// Nothing to charge (a 100 % discount, a trial): as good as paid.
+        case noPaymentRequired = "no_payment_required"
+    }
+
     public let id: String
-    /// "open", "complete" or "expired".
-    public let status: String?
-    /// "paid", "unpaid" or "no_payment_required".
-    public let paymentStatus: String?
+    public let status: Status
+    public let paymentStatus: PaymentStatus
     public let url: String?
     public let paymentIntent: String?
     /// The subscription a completed subscription-mode session made.
@@ -36,16 +52,34 @@ struct StripeErrorBody: Decodable {
 
 /// The fields of a Stripe Refund that paymentsd uses.
 public struct RefundObject: Decodable, Sendable, Equatable {
+    /// A refund's state at Stripe.
+    public enum Status: String, Sendable, Equatable {
+        case pending
+        /// The customer must act before Stripe can go on; still pending for paymentsd.
+        case requiresAction = "requires_action"
+        case succeeded
+        case failed
+        case canceled
+
+        /// Stripe will not change it again (short of a bank reversing a success).
+        public var isFinal: Bool {
+            switch self {
+            case .succeeded, .failed, .canceled: true
+            case .pending, .requiresAction: false
+            }
+        }
+    }
+
     public let id: String
     public let amount: Int64?
-    /// "pending", "requires_action", "succeeded", "failed" or "canceled".
-    public let status: String?
+    /// Nil when Stripe sent none this client knows: paymentsd then waits, as for `pending`.
+    public let status: Status?
     /// Why a refund failed ("expired_or_canceled_card", "lost_or_stolen_card", "unknown").
     public let failureReason: String?
     /// `metadata[refund_id]`: the paymentsd refund this is, when paymentsd sent it.
     public let paymentsdRefundID: String?
 
-    public init(id: String, amount: Int64?, status: String?, failureReason: String? = nil, paymentsdRefundID: String? = nil) {
+    public init(id: String, amount: Int64?, status: Status?, failureReason: String? = nil, paymentsdRefundID: String? = nil) {
         self.id = id
         self.amount = amount
         self.status = status
@@ -62,7 +96,7 @@ public struct RefundObject: Decodable, Sendable, Equatable {
         let container = try decoder.container(keyedBy: CodingKeys.self)
         self.id = try container.decode(String.self, forKey: .id)
         self.amount = try container.decodeIfPresent(Int64.self, forKey: .amount)
-        self.status = try container.decodeIfPresent(String.self, forKey: .status)
+        self.status = try container.decodeIfPresent(String.self, forKey: .status).flatMap(Status.init(rawValue:))
         self.failureReason = try container.decodeIfPresent(String.self, forKey: .failureReason)
         self.paymentsdRefundID = try container.decodeIfPresent([String: String].self, forKey: .metadata)?["refund_id"]
     }

@@ -39,10 +39,10 @@ public final class StripeClient: Sendable {
 
     /// `POST /v1/checkout/sessions`.
     public func createCheckoutSession(
-        _ parameters: FormParameters, idempotencyKey: String, deadline: ContinuousClock.Instant
+        _ request: CheckoutSessionRequest, idempotencyKey: String, deadline: ContinuousClock.Instant
     ) async throws -> CheckoutSession {
         try await self.call(
-            "POST", "/v1/checkout/sessions", parameters, idempotencyKey: idempotencyKey, deadline: deadline)
+            "POST", "/v1/checkout/sessions", request.form, idempotencyKey: idempotencyKey, deadline: deadline)
     }
 
     /// `GET /v1/checkout/sessions/{id}`.
@@ -63,9 +63,9 @@ public final class StripeClient: Sendable {
 
     /// `POST /v1/refunds`.
     public func createRefund(
-        _ parameters: FormParameters, idempotencyKey: String, deadline: ContinuousClock.Instant
+        _ request: RefundRequest, idempotencyKey: String, deadline: ContinuousClock.Instant
     ) async throws -> RefundObject {
-        try await self.call("POST", "/v1/refunds", parameters, idempotencyKey: idempotencyKey, deadline: deadline)
+        try await self.call("POST", "/v1/refunds", request.form, idempotencyKey: idempotencyKey, deadline: deadline)
     }
 
     /// `GET /v1/refunds/{id}`.

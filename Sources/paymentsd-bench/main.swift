@@ -5,6 +5,7 @@ import Logging
 import NIOCore
 import NIOPosix
 import PaymentsClient
+import PaymentsDomain
 import PaymentsEngine
 import PaymentsRPC
 import PaymentsService
@@ -50,16 +51,10 @@ let fake = try FakeStripeProcess(repositoryRoot: repositoryRoot)
 
 let store = try Store(path: directory.file("bench.db"))
 let metrics = RequestMetrics()
-let locks = KeyedLockTable<String>()
 let stripe = StripeClient(configuration: .init(baseURL: fake.url, secretKey: FakeStripeProcess.apiKey))
-let checkout = CheckoutEngine(
-    store: store, stripe: stripe, locks: locks, configuration: .init(), logger: Logger(label: "bench"))
-let events = EventInbox(store: store, checkout: checkout, locks: locks, logger: Logger(label: "bench"))
+let engine = Engine(store: store, stripe: stripe, logger: Logger(label: "bench"))
 let webhookSecret = "whsec_bench"
-let table = PaymentsMethods(
-    store: store, metrics: metrics, checkout: checkout, events: events,
-    janitor: Janitor(checkout: checkout, events: events, logger: Logger(label: "bench")), verifier: WebhookVerifier(secrets: ["whsec_bench"]), locks: locks
-).table()
+let table = PaymentsMethods(engine: engine, metrics: metrics, verifier: WebhookVerifier(secrets: [webhookSecret])).table()
 let machine = "\(ProcessInfo.processInfo.activeProcessorCount) cores, \(ProcessInfo.processInfo.physicalMemory >> 30) GiB"
 print("paymentsd-bench: \(seconds) s per run, machine: \(machine)")
 
@@ -98,17 +93,14 @@ try await InProcessServer.with(table: table, metrics: metrics) { socket, _ in
     print("\n## CreateCheckout against the fake Stripe, one client, a new deal per call")
     // The baseline: the same session create sent straight to the fake by the same client library.
     let direct = await measure(socket: echoPath, clients: 1, seconds: seconds) { _, _, iteration in
-        var form = FormParameters()
-        form.add("mode", "payment")
-        form.add("success_url", "https://shop.example/ok")
-        form.add("cancel_url", "https://shop.example/no")
-        form.add("line_items[0][quantity]", 1)
-        form.add("line_items[0][price_data][currency]", "usd")
-        form.add("line_items[0][price_data][unit_amount]", 1500)
-        form.add("line_items[0][price_data][product_data][name]", "Tee")
-        waitFor("direct session create") { [form] in
+        let session = CheckoutSessionRequest(
+            mode: .payment, currency: "usd", clientReferenceID: "bench-direct", successURL: "https://shop.example/ok",
+            cancelURL: "https://shop.example/no", expiresAt: Int64(Date().timeIntervalSince1970) + 1860,
+            lineItems: [.init(quantity: 1, price: .inline(unitAmount: 1500, productName: "Tee", sku: "tee"))],
+            metadata: [], ownerMetadata: [])
+        waitFor("direct session create") {
             _ = try await stripe.createCheckoutSession(
-                form, idempotencyKey: "bench-direct-\(iteration)-\(UInt64.random(in: 0...UInt64.max))",
+                session, idempotencyKey: "bench-direct-\(iteration)-\(UInt64.random(in: 0...UInt64.max))",
                 deadline: .now + .seconds(30))
         }
         return 1
@@ -160,11 +152,11 @@ try await InProcessServer.with(table: table, metrics: metrics) { socket, _ in
 
     print("\n## Webhook events against durable SQLite commits, one client")
     // The baseline: one durable commit (BEGIN IMMEDIATE, one insert, COMMIT with synchronous=FULL).
-    try await store.write { try $0.executeScript("CREATE TABLE IF NOT EXISTS bench_commits (n INTEGER) STRICT") }
+    try await store.write { try Invariants.createProbeTable($0) }
     let commitsStart = ContinuousClock.now
     var commits = 0
     while ContinuousClock.now - commitsStart < .seconds(seconds) {
-        _ = try await store.write { try $0.query("INSERT INTO bench_commits VALUES (1)") }
+        try await store.write { try Invariants.writeProbeRow($0) }
         commits += 1
     }
     let commitsElapsed = (ContinuousClock.now - commitsStart).components
@@ -228,12 +220,10 @@ try await InProcessServer.with(table: table, metrics: metrics) { socket, _ in
         }
     }
     let directRefunds = await measure(socket: echoPath, clients: 1, seconds: seconds) { _, _, iteration in
-        var form = FormParameters()
-        form.add("payment_intent", paid[0].paymentIntentID)
-        form.add("amount", 1)
-        waitFor("direct refund") { [form] in
+        let refund = RefundRequest(paymentIntent: paid[0].paymentIntentID, amount: 1, reason: nil, metadata: [])
+        waitFor("direct refund") {
             _ = try await stripe.createRefund(
-                form, idempotencyKey: "bench-refund-\(run)-\(iteration)", deadline: .now + .seconds(30))
+                refund, idempotencyKey: "bench-refund-\(run)-\(iteration)", deadline: .now + .seconds(30))
         }
         return 1
     }

@@ -1,4 +1,5 @@
 import Logging
+import PaymentsDomain
 import PaymentsEngine
 import PaymentsStore
 import PaymentsTesting
@@ -23,17 +24,12 @@ struct EngineWorld {
         self.fake = try await blocking { try FakeStripeProcess() }
         self.store = try Store(path: self.directory.file("p.db"))
         let stripe = StripeClient(configuration: .init(baseURL: self.fake.url, secretKey: FakeStripeProcess.apiKey))
-        let locks = KeyedLockTable<String>()
         var logger = Logger(label: "test")
         logger.logLevel = .critical
         let clock = self.clock
-        self.checkout = CheckoutEngine(
-            store: self.store, stripe: stripe, locks: locks, configuration: .init(), logger: logger,
-            now: { clock.value })
-        self.janitor = Janitor(
-            checkout: self.checkout,
-            events: EventInbox(store: self.store, checkout: self.checkout, locks: locks, logger: logger, now: { clock.value }),
-            logger: logger)
+        let engine = Engine(store: self.store, stripe: stripe, logger: logger, now: { clock.value })
+        self.checkout = engine.checkout
+        self.janitor = engine.janitor
     }
 
     /// A checkout of two tees of 1500.

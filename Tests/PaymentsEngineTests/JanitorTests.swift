@@ -1,4 +1,5 @@
 import Logging
+import PaymentsDomain
 import PaymentsEngine
 import PaymentsStore
 import PaymentsTesting

@@ -117,11 +117,12 @@ private func later(_ milliseconds: Int) -> ContinuousClock.Instant { .now + .mil
         try await withThrowingTaskGroup(of: Void.self) { group in
             for task in 0..<500 {
                 group.addTask {
-                    // customer before deal, as every caller must
-                    let keys = ["customer:c\(task % 3)", "deal:d\(task % 5)"]
-                    try await table.withLocks(keys, deadline: later(30_000)) {
-                        await Task.yield()
-                        counter.withLock { $0 += 1 }
+                    // customer before deal, nested, as every caller must
+                    try await table.withLock("customer:c\(task % 3)", deadline: later(30_000)) {
+                        try await table.withLock("deal:d\(task % 5)", deadline: later(30_000)) {
+                            await Task.yield()
+                            counter.withLock { $0 += 1 }
+                        }
                     }
                 }
             }

@@ -3561,21 +3561,23 @@ const ProtobufCEnumDescriptor payments__v1__refund_status__descriptor =
   payments__v1__refund_status__value_ranges,
   NULL,NULL,NULL,NULL   /* reserved[1234] */
 };
-static const ProtobufCEnumValue payments__v1__event_outcome__enum_values_by_number[4] =
+static const ProtobufCEnumValue payments__v1__event_outcome__enum_values_by_number[5] =
 {
   { "EVENT_OUTCOME_UNSPECIFIED", "PAYMENTS__V1__EVENT_OUTCOME__EVENT_OUTCOME_UNSPECIFIED", 0 },
   { "EVENT_OUTCOME_APPLIED", "PAYMENTS__V1__EVENT_OUTCOME__EVENT_OUTCOME_APPLIED", 1 },
   { "EVENT_OUTCOME_DUPLICATE", "PAYMENTS__V1__EVENT_OUTCOME__EVENT_OUTCOME_DUPLICATE", 2 },
   { "EVENT_OUTCOME_IGNORED", "PAYMENTS__V1__EVENT_OUTCOME__EVENT_OUTCOME_IGNORED", 3 },
+  { "EVENT_OUTCOME_QUEUED", "PAYMENTS__V1__EVENT_OUTCOME__EVENT_OUTCOME_QUEUED", 4 },
 };
 static const ProtobufCIntRange payments__v1__event_outcome__value_ranges[] = {
-{0, 0},{0, 4}
+{0, 0},{0, 5}
 };
-static const ProtobufCEnumValueIndex payments__v1__event_outcome__enum_values_by_name[4] =
+static const ProtobufCEnumValueIndex payments__v1__event_outcome__enum_values_by_name[5] =
 {
   { "EVENT_OUTCOME_APPLIED", 1 },
   { "EVENT_OUTCOME_DUPLICATE", 2 },
   { "EVENT_OUTCOME_IGNORED", 3 },
+  { "EVENT_OUTCOME_QUEUED", 4 },
   { "EVENT_OUTCOME_UNSPECIFIED", 0 },
 };
 const ProtobufCEnumDescriptor payments__v1__event_outcome__descriptor =
@@ -3585,9 +3587,9 @@ const ProtobufCEnumDescriptor payments__v1__event_outcome__descriptor =
   "EventOutcome",
   "Payments__V1__EventOutcome",
   "payments.v1",
-  4,
+  5,
   payments__v1__event_outcome__enum_values_by_number,
-  4,
+  5,
   payments__v1__event_outcome__enum_values_by_name,
   1,
   payments__v1__event_outcome__value_ranges,

@@ -120,7 +120,11 @@ typedef enum _Payments__V1__EventOutcome {
   PAYMENTS__V1__EVENT_OUTCOME__EVENT_OUTCOME_UNSPECIFIED = 0,
   PAYMENTS__V1__EVENT_OUTCOME__EVENT_OUTCOME_APPLIED = 1,
   PAYMENTS__V1__EVENT_OUTCOME__EVENT_OUTCOME_DUPLICATE = 2,
-  PAYMENTS__V1__EVENT_OUTCOME__EVENT_OUTCOME_IGNORED = 3
+  PAYMENTS__V1__EVENT_OUTCOME__EVENT_OUTCOME_IGNORED = 3,
+  /*
+   * Stored durably; applied later (by the janitor), e.g. when its deal's lock could not be had in time.
+   */
+  PAYMENTS__V1__EVENT_OUTCOME__EVENT_OUTCOME_QUEUED = 4
     PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(PAYMENTS__V1__EVENT_OUTCOME)
 } Payments__V1__EventOutcome;
 typedef enum _Payments__V1__ClaimState {

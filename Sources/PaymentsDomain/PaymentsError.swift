@@ -32,5 +32,4 @@ public enum PaymentsError: Error, Sendable, Equatable {
     case claimHeld(key: String, dealID: String)
     /// ReleaseClaim of a name nobody has.
     case claimNotFound(String)
-    case notImplemented(String)
 }

@@ -1,45 +1,15 @@
-import PaymentsStore
-import PaymentsWire
+import PaymentsDomain
 
-/// A payment as stored, with its line items and refunds.
-public struct PaymentRecord: Sendable, Equatable {
-    public var paymentID: String
-    public var dealID: String
-    public var customerRef: String
-    public var mode: Mode
-    public var status: PaymentStatus
-    public var currency: String
-    public var amountTotal: Int64
-    public var amountRefunded: Int64
-    public var successURL: String
-    public var cancelURL: String
-    public var fingerprint: String
-    public var expiresAt: Int64
-    public var checkoutSessionID: String?
-    public var checkoutURL: String?
-    public var paymentIntentID: String?
-    public var subscriptionID: String?
-    public var failureReason: String?
-    public var orderID: String?
-    public var createdAt: Int64
-    public var updatedAt: Int64
-    public var items: [LineItemRecord]
-    public var metadata: [Header]
-    /// The unique names it asked for (held, taken or released with it).
-    public var claims: [String]
-    /// Its refunds, oldest first.
-    public var refunds: [RefundRecord]
 
-    /// The Stripe prices and quantities of a subscription checkout (see `CheckoutRequest.prices`).
-    public var prices: String { CheckoutRequest.prices(self.items) }
-
+extension PaymentRecord {
     static let columns = """
         p.payment_id, p.deal_id, p.customer_ref, p.mode, p.status, p.currency, p.amount_total, p.amount_refunded,
         p.success_url, p.cancel_url, p.fingerprint, p.expires_at, p.checkout_session_id, p.checkout_url,
-        p.payment_intent_id, p.subscription_id, p.failure_reason, o.order_id, p.created_at, p.updated_at
+        p.payment_intent_id, p.subscription_id, p.failure_reason, o.order_id, p.created_at, p.updated_at,
+        p.session_attempt
         """
 
-    static func select(_ condition: String) -> String {
+    public static func select(_ condition: String) -> String {
         "SELECT \(Self.columns) FROM payments p LEFT JOIN orders o ON o.payment_id = p.payment_id WHERE \(condition)"
     }
 
@@ -62,17 +32,10 @@ public struct PaymentRecord: Sendable, Equatable {
     }
 
     /// The customer's open subscription checkout, on whatever deal (at most one: a UNIQUE index says so).
-    static func openSubscription(_ db: Connection, customerRef: String) throws -> PaymentRecord? {
+    public static func openSubscription(_ db: Connection, customerRef: String) throws -> PaymentRecord? {
         try db.query(
             Self.select("p.customer_ref = ? AND p.mode = 'SUBSCRIPTION' AND p.status = 'CREATED'"), arguments: [customerRef]
         ).first.map { try Self.decode($0, db) }
-    }
-
-    /// The deal's open checkout, if any (at most one: a UNIQUE index says so).
-    public static func open(_ db: Connection, dealID: String) throws -> PaymentRecord? {
-        try db.query(Self.select("p.deal_id = ? AND p.status = 'CREATED'"), arguments: [dealID]).first.map {
-            try Self.decode($0, db)
-        }
     }
 
     private static func decode(_ row: Row, _ db: Connection) throws -> PaymentRecord {
@@ -84,14 +47,14 @@ public struct PaymentRecord: Sendable, Equatable {
             LineItemRecord(sku: $0.string(0), name: $0.string(1), quantity: $0.int64(2), unitAmount: $0.int64(3), priceID: $0.string(4))
         }
         let metadata = try db.query("SELECT key, value FROM payment_metadata WHERE payment_id = ? ORDER BY key", paymentID)
-            .map { Header($0.string(0), $0.string(1)) }
-        guard let mode = Mode(name: row.string(3)), let status = PaymentStatus(name: row.string(4)) else {
+            .map { MetadataEntry($0.string(0), $0.string(1)) }
+        guard let mode = PaymentMode(name: row.string(3)), let status = PaymentStatus(name: row.string(4)) else {
             preconditionFailure("payment \(paymentID) holds a mode or status the schema's CHECK forbids")
         }
         return PaymentRecord(
             paymentID: paymentID, dealID: row.string(1), customerRef: row.string(2), mode: mode, status: status,
             currency: row.string(5), amountTotal: row.int64(6), amountRefunded: row.int64(7), successURL: row.string(8),
-            cancelURL: row.string(9), fingerprint: row.string(10), expiresAt: row.int64(11),
+            cancelURL: row.string(9), fingerprint: row.string(10), expiresAt: row.int64(11), sessionAttempt: row.int(20),
             checkoutSessionID: row.optionalString(12), checkoutURL: row.optionalString(13),
             paymentIntentID: row.optionalString(14), subscriptionID: row.optionalString(15),
             failureReason: row.optionalString(16), orderID: row.optionalString(17), createdAt: row.int64(18),
@@ -100,7 +63,7 @@ public struct PaymentRecord: Sendable, Equatable {
     }
 
     /// Inserts a new CREATED payment with its items and metadata.
-    static func insert(_ db: Connection, paymentID: String, request: CheckoutRequest, expiresAt: Int64, now: Int64) throws {
+    public static func insert(_ db: Connection, paymentID: String, request: CheckoutRequest, expiresAt: Int64, now: Int64) throws {
         try db.query(
             """
             INSERT INTO payments (payment_id, deal_id, customer_ref, mode, status, currency, amount_total, success_url,
@@ -122,7 +85,7 @@ public struct PaymentRecord: Sendable, Equatable {
     }
 
     /// Moves the payment from `from` to `to` and records it in the audit trail, in the caller's transaction.
-    static func transition(
+    public static func transition(
         _ db: Connection, _ payment: PaymentRecord, to: PaymentStatus, kind: String, detail: String = "",
         failureReason: String? = nil, now: Int64
     ) throws {
@@ -137,22 +100,71 @@ public struct PaymentRecord: Sendable, Equatable {
             db, dealID: payment.dealID, paymentID: payment.paymentID, kind: kind, from: payment.status.name,
             to: to.name, detail: detail, now: now)
     }
-}
 
-extension PaymentStatus {
-    /// The forward moves of the state diagram; nothing ever moves back.
-    public func canMove(to next: PaymentStatus) -> Bool {
-        switch (self, next) {
-        case (.created, .paid), (.created, .expired), (.created, .canceled), (.created, .failed):
-            true
-        case (.expired, .paid), (.canceled, .paid):
-            true  // a late payment for a checkout paymentsd closed, whose stock could be held again
-        case (.paid, .partiallyRefunded), (.paid, .refunded), (.partiallyRefunded, .refunded),
-            (.partiallyRefunded, .partiallyRefunded):
-            true
-        case (.unspecified, _), (.created, _), (.paid, _), (.partiallyRefunded, _), (.refunded, _), (.expired, _),
-            (.canceled, _), (.failed, _):
-            false
+    /// The payment whose Stripe Checkout Session this is.
+    public static func load(_ db: Connection, checkoutSessionID: String) throws -> PaymentRecord? {
+        try db.query(Self.select("p.checkout_session_id = ?"), arguments: [checkoutSessionID]).first.map {
+            try Self.decode($0, db)
         }
+    }
+
+    /// The payment whose Stripe payment intent this is (recorded when its completion was applied).
+    public static func load(_ db: Connection, paymentIntentID: String) throws -> PaymentRecord? {
+        try db.query(Self.select("p.payment_intent_id = ?"), arguments: [paymentIntentID]).first.map {
+            try Self.decode($0, db)
+        }
+    }
+
+    /// Records the session Stripe made for the payment.
+    public static func recordSession(_ db: Connection, paymentID: String, sessionID: String, url: String?, now: Int64)
+        throws
+    {
+        try db.query(
+            "UPDATE payments SET checkout_session_id = ?, checkout_url = ?, updated_at = ? WHERE payment_id = ?",
+            sessionID, url, now, paymentID)
+    }
+
+    /// Records a new attempt of an open payment's session create; false when the payment is no
+    /// longer open without a session.
+    public static func startSessionAttempt(
+        _ db: Connection, paymentID: String, attempt: Int, expiresAt: Int64, now: Int64
+    ) throws -> Bool {
+        try db.query(
+            """
+            UPDATE payments SET session_attempt = ?, expires_at = ?, updated_at = ?
+            WHERE payment_id = ? AND status = 'CREATED' AND checkout_session_id IS NULL
+            """, attempt, expiresAt, now, paymentID)
+        return db.changes == 1
+    }
+
+    /// Records what Stripe says of a paid checkout: its payment intent and subscription (kept once
+    /// known), and for a subscription what it charged (its prices', known only to Stripe).
+    public static func recordSettlement(
+        _ db: Connection, paymentID: String, paymentIntentID: String?, subscriptionID: String?, amountTotal: Int64?
+    ) throws {
+        try db.query(
+            """
+            UPDATE payments SET payment_intent_id = coalesce(?, payment_intent_id),
+                subscription_id = coalesce(?, subscription_id),
+                amount_total = CASE WHEN mode = 'SUBSCRIPTION' THEN coalesce(?, amount_total) ELSE amount_total END
+            WHERE payment_id = ?
+            """, paymentIntentID, subscriptionID, amountTotal, paymentID)
+    }
+
+    /// Records the subscription a payment made, unless one is recorded.
+    public static func recordSubscription(_ db: Connection, paymentID: String, subscriptionID: String) throws {
+        try db.query(
+            "UPDATE payments SET subscription_id = coalesce(subscription_id, ?) WHERE payment_id = ?", subscriptionID,
+            paymentID)
+    }
+
+    public static func setFailureReason(_ db: Connection, paymentID: String, _ reason: String, now: Int64) throws {
+        try db.query("UPDATE payments SET failure_reason = ?, updated_at = ? WHERE payment_id = ?", reason, now, paymentID)
+    }
+
+    /// What the payment's SUCCEEDED refunds gave back, at most what was paid.
+    public static func setAmountRefunded(_ db: Connection, paymentID: String, _ amount: Int64, now: Int64) throws {
+        try db.query(
+            "UPDATE payments SET amount_refunded = ?, updated_at = ? WHERE payment_id = ?", amount, now, paymentID)
     }
 }

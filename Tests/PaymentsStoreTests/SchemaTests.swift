@@ -3,7 +3,7 @@ import PaymentsTesting
 import Testing
 
 /// Guarantees enforced by the database itself, with the lock table bypassed.
-@Suite struct CheckoutStoreTests {
+@Suite struct SchemaTests {
     private func insertPayment(
         _ db: Connection, id: String, deal: String, status: String, mode: String = "PAYMENT", customer: String = ""
     ) throws {

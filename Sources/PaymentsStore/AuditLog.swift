@@ -1,4 +1,5 @@
-import PaymentsStore
+import PaymentsDomain
+
 
 /// The append-only audit trail (guarantee 12). Written only inside the
 /// transaction that makes the change it records.
@@ -13,7 +14,7 @@ public enum AuditLog {
         public let detail: String
     }
 
-    static func append(
+    public static func append(
         _ db: Connection, dealID: String?, paymentID: String?, kind: String, from: String = "", to: String = "",
         detail: String = "", now: Int64
     ) throws {

@@ -1,5 +1,4 @@
-import PaymentsStore
-import PaymentsWire
+import PaymentsDomain
 
 /// Unique names a checkout holds for its deal (guarantee 6), each function in the
 /// caller's transaction.
@@ -18,7 +17,7 @@ public enum ClaimLedger {
     }
 
     /// Holds every key for the payment, or throws `claimTaken` naming the first one another deal has.
-    static func hold(_ db: Connection, paymentID: String, dealID: String, keys: [String], now: Int64) throws {
+    public static func hold(_ db: Connection, paymentID: String, dealID: String, keys: [String], now: Int64) throws {
         for key in keys {
             do {
                 // A late payment holds again what its checkout had released: the row exists.
@@ -28,7 +27,8 @@ public enum ClaimLedger {
                     VALUES (?, ?, ?, 'HELD', ?, ?)
                     ON CONFLICT (payment_id, key) DO UPDATE SET state = 'HELD', updated_at = excluded.updated_at
                     """, key, paymentID, dealID, now, now)
-            } catch let error as SQLiteError where error.message.contains("claims.key") {
+            } catch let error as SQLiteError where error.code == .constraintUnique {
+                // The one UNIQUE index of claims beyond its primary key: claims_one_holder.
                 throw PaymentsError.claimTaken(key: key)
             }
         }
@@ -37,32 +37,32 @@ public enum ClaimLedger {
     /// Refuses, before anything is closed for it, a request whose names another deal has: a
     /// REPLACE must not cancel the open checkout only to be refused the names afterwards.
     /// `replacing` is the checkout being replaced, whose own holds do not count.
-    static func ensureFree(_ db: Connection, keys: [String], replacing paymentID: String) throws {
+    public static func ensureFree(_ db: Connection, keys: [String], replacing paymentID: String) throws {
         for key in keys {
             let current = try Self.get(db, key: key)
             let someoneHasIt: Bool
             switch current.state {
             case .held, .taken: someoneHasIt = current.paymentID != paymentID
-            case .free, .unspecified: someoneHasIt = false
+            case .free: someoneHasIt = false
             }
             if someoneHasIt { throw PaymentsError.claimTaken(key: key) }
         }
     }
 
     /// Lets go of the payment's holds (its checkout closed without a sale).
-    static func release(_ db: Connection, paymentID: String, now: Int64) throws {
+    public static func release(_ db: Connection, paymentID: String, now: Int64) throws {
         try db.query(
             "UPDATE claims SET state = 'RELEASED', updated_at = ? WHERE payment_id = ? AND state = 'HELD'", now, paymentID)
     }
 
     /// The payment is paid: its held names are its deal's now.
-    static func take(_ db: Connection, paymentID: String, now: Int64) throws {
+    public static func take(_ db: Connection, paymentID: String, now: Int64) throws {
         try db.query(
             "UPDATE claims SET state = 'TAKEN', updated_at = ? WHERE payment_id = ? AND state = 'HELD'", now, paymentID)
     }
 
     /// The names a payment asked for, in the order it asked.
-    static func keys(_ db: Connection, paymentID: String) throws -> [String] {
+    public static func keys(_ db: Connection, paymentID: String) throws -> [String] {
         try db.query("SELECT key FROM claims WHERE payment_id = ? ORDER BY rowid", paymentID).map { $0.string(0) }
     }
 
@@ -93,7 +93,7 @@ public enum ClaimLedger {
             return try Self.get(db, key: key)
         case .held:
             throw PaymentsError.claimHeld(key: key, dealID: current.dealID)
-        case .free, .unspecified:
+        case .free:
             throw PaymentsError.claimNotFound(key)
         }
     }

@@ -1,4 +1,5 @@
-import PaymentsStore
+import PaymentsDomain
+
 
 /// Stock on hand and reserved, per tracked SKU (guarantee 5).
 ///
@@ -55,7 +56,7 @@ public enum StockLedger {
     }
 
     /// Holds stock of every tracked SKU for the payment, or throws `insufficientStock` naming the first short SKU.
-    static func reserve(_ db: Connection, paymentID: String, quantities: [String: Int64], now: Int64) throws {
+    public static func reserve(_ db: Connection, paymentID: String, quantities: [String: Int64], now: Int64) throws {
         for (sku, quantity) in quantities.sorted(by: { $0.key < $1.key }) {
             try db.query(
                 "UPDATE stock SET reserved = reserved + ?, updated_at = ? WHERE sku = ? AND on_hand - reserved >= ?",
@@ -74,17 +75,17 @@ public enum StockLedger {
     }
 
     /// Gives the payment's held stock back.
-    static func release(_ db: Connection, paymentID: String, now: Int64) throws {
+    public static func release(_ db: Connection, paymentID: String, now: Int64) throws {
         try Self.settle(db, paymentID: paymentID, to: "RELEASED", onHandChange: 0, now: now)
     }
 
     /// Turns the payment's held stock into sold stock: on hand and reserved both go down.
-    static func commit(_ db: Connection, paymentID: String, now: Int64) throws {
+    public static func commit(_ db: Connection, paymentID: String, now: Int64) throws {
         try Self.settle(db, paymentID: paymentID, to: "COMMITTED", onHandChange: 1, now: now)
     }
 
     /// Returns a refunded order's sold stock to on hand (its caller makes sure it happens once).
-    static func restock(_ db: Connection, paymentID: String, now: Int64) throws {
+    public static func restock(_ db: Connection, paymentID: String, now: Int64) throws {
         let sold = try db.query(
             "SELECT sku, quantity FROM reservations WHERE payment_id = ? AND state = 'COMMITTED'", paymentID)
         for row in sold {

@@ -1,10 +1,8 @@
-import PaymentsWire
-
 /// A validated CreateCheckout request (see `CheckoutRequest.validate`).
 public struct CheckoutRequest: Sendable, Equatable {
     public var dealID: String
     public var customerRef: String
-    public var mode: Mode
+    public var mode: PaymentMode
     public var currency: String
     public var items: [LineItemRecord]
     /// Unique names to hold for the deal (guarantee 6), distinct.
@@ -12,11 +10,11 @@ public struct CheckoutRequest: Sendable, Equatable {
     public var successURL: String
     public var cancelURL: String
     public var onOpen: OnOpen
-    public var metadata: [Header]
+    public var metadata: [MetadataEntry]
 
     public init(
-        dealID: String, customerRef: String, mode: Mode, currency: String, items: [LineItemRecord],
-        claims: [String] = [], successURL: String, cancelURL: String, onOpen: OnOpen, metadata: [Header]
+        dealID: String, customerRef: String, mode: PaymentMode, currency: String, items: [LineItemRecord],
+        claims: [String] = [], successURL: String, cancelURL: String, onOpen: OnOpen, metadata: [MetadataEntry]
     ) {
         self.dealID = dealID
         self.customerRef = customerRef
@@ -52,7 +50,7 @@ public struct CheckoutRequest: Sendable, Equatable {
         Self.prices(self.items)
     }
 
-    static func prices(_ items: [LineItemRecord]) -> String {
+    public static func prices(_ items: [LineItemRecord]) -> String {
         items.map { "\($0.priceID)x\($0.quantity)" }.sorted().joined(separator: ",")
     }
 }

@@ -1,4 +1,5 @@
-import PaymentsStore
+import PaymentsDomain
+
 
 /// Operations in progress and their recovery points (behaviour.md, "How a command runs").
 ///
@@ -22,51 +23,58 @@ public enum OperationLog {
         public let kind: Kind
         public let dealID: String
         public let paymentID: String
-        public let recoveryPoint: String
+        public let recoveryPoint: RecoveryPoint
         public let attempts: Int
         public let detail: String?
+        /// Why an expiry was started (`expire_session` only).
+        public let cause: ExpiryCause?
     }
 
     /// An operation's id: its kind and what it works on, the payment unless `subject` names
     /// something finer (a refund: a payment has many).
-    static func id(_ kind: Kind, paymentID: String, subject: String? = nil) -> String {
+    public static func id(_ kind: Kind, paymentID: String, subject: String? = nil) -> String {
         "\(kind.rawValue):\(subject ?? paymentID)"
     }
 
     /// Starts the operation. An unfinished one of the same id is continued as it is (a retried
     /// command resumes it); a finished one is started again with the new detail (a second
     /// expiry of one payment, say after an asynchronous payment failed, has its own reason).
-    static func start(
-        _ db: Connection, _ kind: Kind, dealID: String, paymentID: String, subject: String? = nil, recoveryPoint: String,
-        detail: String? = nil, now: Int64
+    public static func start(
+        _ db: Connection, _ kind: Kind, dealID: String, paymentID: String, subject: String? = nil, recoveryPoint: RecoveryPoint,
+        cause: ExpiryCause? = nil, detail: String? = nil, now: Int64
     ) throws {
         try db.query(
             """
-            INSERT INTO operations (id, kind, deal_id, payment_id, recovery_point, detail, created_at, updated_at)
-            VALUES (?, ?, ?, ?, ?, ?, ?, ?)
-            ON CONFLICT (id) DO UPDATE SET recovery_point = excluded.recovery_point, detail = excluded.detail,
-                attempts = 0, last_error = NULL, next_attempt_at = NULL, finished_at = NULL,
+            INSERT INTO operations (id, kind, deal_id, payment_id, recovery_point, cause, detail, created_at, updated_at)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+            ON CONFLICT (id) DO UPDATE SET recovery_point = excluded.recovery_point, cause = excluded.cause,
+                detail = excluded.detail, attempts = 0, last_error = NULL, next_attempt_at = NULL, finished_at = NULL,
                 updated_at = excluded.updated_at
             WHERE operations.finished_at IS NOT NULL
-            """, Self.id(kind, paymentID: paymentID, subject: subject), kind.rawValue, dealID, paymentID, recoveryPoint, detail, now, now)
+            """,
+            arguments: [
+                Self.id(kind, paymentID: paymentID, subject: subject), kind.rawValue, dealID, paymentID,
+                recoveryPoint.rawValue,
+                cause?.rawValue, detail, now, now,
+            ])
     }
 
-    static func advance(_ db: Connection, _ kind: Kind, paymentID: String, to recoveryPoint: String, detail: String?, now: Int64)
+    public static func advance(_ db: Connection, _ kind: Kind, paymentID: String, to recoveryPoint: RecoveryPoint, detail: String?, now: Int64)
         throws
     {
         try db.query(
-            "UPDATE operations SET recovery_point = ?, detail = ?, updated_at = ? WHERE id = ?", recoveryPoint, detail,
+            "UPDATE operations SET recovery_point = ?, detail = ?, updated_at = ? WHERE id = ?", recoveryPoint.rawValue, detail,
             now, Self.id(kind, paymentID: paymentID))
     }
 
-    static func finish(_ db: Connection, _ kind: Kind, paymentID: String, subject: String? = nil, now: Int64) throws {
+    public static func finish(_ db: Connection, _ kind: Kind, paymentID: String, subject: String? = nil, now: Int64) throws {
         try db.query(
-            "UPDATE operations SET recovery_point = 'done', finished_at = ?, updated_at = ? WHERE id = ? AND finished_at IS NULL",
-            now, now, Self.id(kind, paymentID: paymentID, subject: subject))
+            "UPDATE operations SET recovery_point = ?, finished_at = ?, updated_at = ? WHERE id = ? AND finished_at IS NULL",
+            RecoveryPoint.done.rawValue, now, now, Self.id(kind, paymentID: paymentID, subject: subject))
     }
 
     /// Notes a failed attempt; the janitor waits longer after each (2, 4, 8 ... up to 300 s).
-    static func recordFailure(
+    public static func recordFailure(
         _ db: Connection, _ kind: Kind, paymentID: String, subject: String? = nil, error: String, now: Int64
     ) throws {
         try db.query(
@@ -77,7 +85,7 @@ public enum OperationLog {
             """, error, now, now, Self.id(kind, paymentID: paymentID, subject: subject))
     }
 
-    static func find(_ db: Connection, _ kind: Kind, paymentID: String) throws -> Record? {
+    public static func find(_ db: Connection, _ kind: Kind, paymentID: String) throws -> Record? {
         try Self.records(db, "id = ?", [Self.id(kind, paymentID: paymentID)]).first
     }
 
@@ -96,14 +104,19 @@ public enum OperationLog {
     {
         try db.query(
             """
-            SELECT id, kind, coalesce(deal_id, ''), coalesce(payment_id, ''), recovery_point, attempts, detail
+            SELECT id, kind, coalesce(deal_id, ''), coalesce(payment_id, ''), recovery_point, attempts, detail, cause
             FROM operations WHERE \(condition) ORDER BY created_at, id
             """, arguments: arguments
         ).compactMap { row in
-            guard let kind = Kind(rawValue: row.string(1)) else { return nil }
+            // A kind or point this binary does not know was written by a newer paymentsd; the schema
+            // version check refuses such a database at start-up, so this never skips a real row.
+            guard let kind = Kind(rawValue: row.string(1)), let point = RecoveryPoint(rawValue: row.string(4)) else {
+                return nil
+            }
             return Record(
                 id: row.string(0), kind: kind, dealID: row.string(2), paymentID: row.string(3),
-                recoveryPoint: row.string(4), attempts: row.int(5), detail: row.optionalString(6))
+                recoveryPoint: point, attempts: row.int(5), detail: row.optionalString(6),
+                cause: row.optionalString(7).flatMap(ExpiryCause.init(rawValue:)))
         }
     }
 }
