@@ -89,7 +89,7 @@ public enum Daemon {
         var dispatcherConfiguration = Dispatcher.Configuration()
         dispatcherConfiguration.testDelay = configuration.testDelayMS.map { .milliseconds($0) }
         let dispatcher = Dispatcher(
-            table: methods.table(),
+            table: methods.table(), interceptors: methods.interceptors(),
             policy: CallerPolicy(allowedGroups: configuration.allowedGroups, adminGroups: configuration.adminGroups),
             metrics: metrics, configuration: dispatcherConfiguration, logger: logger)
 

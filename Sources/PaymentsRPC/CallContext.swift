@@ -10,6 +10,9 @@ public struct CallContext: Sendable {
     public let deadline: ContinuousClock.Instant
     /// Nil when the caller sent none.
     public let idempotencyKey: String?
+    /// Set by the idempotency stage for a call it runs under the caller's key: the handler hands it
+    /// on, so the call's answer is stored with its effect.
+    public private(set) var idempotentCall: IdempotentCall?
     public let logger: Logger
 
     public init(
@@ -22,5 +25,25 @@ public struct CallContext: Sendable {
         self.deadline = deadline
         self.idempotencyKey = idempotencyKey
         self.logger = logger
+    }
+
+    /// The same call, admitted by the idempotency stage as `call`.
+    public func admitted(as call: IdempotentCall) -> CallContext {
+        var context = self
+        context.idempotentCall = call
+        return context
+    }
+}
+
+/// A call run under an idempotency key: whose, which key, and the hash of its method and payload.
+public struct IdempotentCall: Sendable, Equatable {
+    public let callerUID: UInt32
+    public let key: String
+    public let requestHash: [UInt8]
+
+    public init(callerUID: UInt32, key: String, requestHash: [UInt8]) {
+        self.callerUID = callerUID
+        self.key = key
+        self.requestHash = requestHash
     }
 }

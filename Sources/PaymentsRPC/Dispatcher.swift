@@ -16,16 +16,20 @@ public final class Dispatcher: Sendable {
     }
 
     private let table: MethodTable
+    private let interceptors: [any ServerInterceptor]
     private let policy: CallerPolicy
     private let metrics: RequestMetrics
     private let configuration: Configuration
     private let logger: Logger
 
+    /// - Parameter interceptors: the stages every call passes through, in this order, after its payload
+    ///   is decoded and validated and before its handler runs.
     public init(
-        table: MethodTable, policy: CallerPolicy, metrics: RequestMetrics, configuration: Configuration = .init(),
-        logger: Logger
+        table: MethodTable, interceptors: [any ServerInterceptor] = [], policy: CallerPolicy, metrics: RequestMetrics,
+        configuration: Configuration = .init(), logger: Logger
     ) {
         self.table = table
+        self.interceptors = interceptors
         self.policy = policy
         self.metrics = metrics
         self.configuration = configuration
@@ -67,9 +71,15 @@ public final class Dispatcher: Sendable {
         }
         guard self.policy.permits(peer, method: method) else { throw RPCError.callerNotAllowed }
         try Self.validateIdempotencyKey(request.idempotencyKey)
+        if method.requiresIdempotencyKey && request.idempotencyKey.isEmpty {
+            throw RPCError(
+                .invalidArgument, "idempotency_key_required",
+                "\(method.rawValue) needs an idempotency key, so that a retry cannot do it twice")
+        }
         guard let handler = self.table.handler(for: method) else {
             throw RPCError(.unimplemented, "not_implemented", "\(method.rawValue) is not served by this version")
         }
+        let invocation = try handler(request.payload)
         let timeout =
             request.timeoutMS == 0
             ? self.configuration.defaultTimeout
@@ -85,7 +95,19 @@ public final class Dispatcher: Sendable {
         // call) ends by then with the handler's own reason (`lock_timeout`, `stripe_unavailable`). A
         // call whose deadline passed before its handler could start is not run at all.
         guard ContinuousClock.now < deadline else { throw RPCError.deadlineExceeded }
-        return try await handler(request.payload, context)
+        return try await Self.run(self.interceptors[...], request.payload, context, invocation)
+    }
+
+    /// The stages in order, then the handler.
+    private static func run(
+        _ stages: ArraySlice<any ServerInterceptor>, _ payload: [UInt8], _ context: CallContext,
+        _ invocation: @escaping MethodTable.Invocation
+    ) async throws -> [UInt8] {
+        guard let stage = stages.first else { return try await invocation(context) }
+        let rest = stages.dropFirst()
+        return try await stage.intercept(payload: payload, context: context) { context in
+            try await Self.run(rest, payload, context, invocation)
+        }
     }
 
     /// An idempotency key is 1-255 printable ASCII characters (protocol.md section 5); empty means none.

@@ -6,23 +6,17 @@ import PaymentsWire
 
 extension PaymentsMethods {
     /// `CreateCheckout`: idempotent by deal, and by key when one is sent.
-    func createCheckout(_ payload: [UInt8], _ context: CallContext) async throws -> [UInt8] {
-        let wire: CreateCheckoutRequest
-        do { wire = try CreateCheckoutRequest(serialized: payload) } catch { throw RPCError.malformedPayload }
-        let request = try CheckoutValidation.validate(wire)
-        return try await self.idempotency.run(payload, context) { recorder in
-            // The engine stores this answer only from the call that opens the checkout.
-            let answer = recorder?.answer { (opened: PaymentRecord) in
-                var reply = Payment(opened)
-                reply.created = true
-                return reply.serialized()
-            }
-            let (payment, created) = try await self.checkout.createCheckout(
-                request, answer: answer, deadline: context.deadline)
-            var reply = Payment(payment)
-            reply.created = created
+    func createCheckout(_ request: CheckoutRequest, _ context: CallContext) async throws -> Payment {
+        // The engine stores this answer only from the call that opens the checkout.
+        let answer = context.recorder?.answer { (opened: PaymentRecord) in
+            var reply = Payment(opened)
+            reply.created = true
             return reply.serialized()
         }
+        let (payment, created) = try await self.checkout.createCheckout(request, answer: answer, deadline: context.deadline)
+        var reply = Payment(payment)
+        reply.created = created
+        return reply
     }
 
     /// `GetPayment`: the deal's latest payment, or the one named.

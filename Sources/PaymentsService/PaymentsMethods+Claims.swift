@@ -12,17 +12,17 @@ extension PaymentsMethods {
     }
 
     /// `ReleaseClaim` (admin): frees a TAKEN name, audited; idempotent by key when one is sent.
-    func releaseClaim(_ payload: [UInt8], _ context: CallContext) async throws -> [UInt8] {
-        let ref: ClaimRef
-        do { ref = try ClaimRef(serialized: payload) } catch { throw RPCError.malformedPayload }
-        try Field.identifier(ref.key, "key")
-        return try await self.idempotency.run(payload, context) { recorder in
-            try await self.store.write { db in
-                let now = self.now()
-                let reply = Claim(try ClaimLedger.releaseTaken(db, key: ref.key, now: now)).serialized()
-                try recorder?.save(db, payload: reply, now: now)
-                return reply
-            }
+    func releaseClaim(_ ref: ClaimRef, _ context: CallContext) async throws -> Claim {
+        try await self.store.write { db in
+            let now = self.now()
+            let reply = Claim(try ClaimLedger.releaseTaken(db, key: ref.key, now: now))
+            try context.recorder?.save(db, payload: reply.serialized(), now: now)
+            return reply
         }
+    }
+
+    static func validateClaimRef(_ ref: ClaimRef) throws -> ClaimRef {
+        try Field.identifier(ref.key, "key")
+        return ref
     }
 }

@@ -34,18 +34,18 @@ extension PaymentsMethods {
     }
 
     /// `CancelCheckout`: expire at Stripe first, then release.
-    func cancelCheckout(_ payload: [UInt8], _ context: CallContext) async throws -> [UInt8] {
-        let request: CancelRequest
-        do { request = try CancelRequest(serialized: payload) } catch { throw RPCError.malformedPayload }
+    func cancelCheckout(_ request: CancelRequest, _ context: CallContext) async throws -> Payment {
+        Payment(
+            try await self.checkout.cancelCheckout(
+                dealID: request.dealID, reason: request.reason,
+                answer: context.recorder?.answer { Payment($0).serialized() }, deadline: context.deadline))
+    }
+
+    static func validateCancel(_ request: CancelRequest) throws -> CancelRequest {
         try Field.identifier(request.dealID, "deal_id")
         try Field.check(
             request.reason.unicodeScalars.count <= 200 && Field.isPrintable(request.reason), "reason",
             "reason is at most 200 printable characters")
-        return try await self.idempotency.run(payload, context) { recorder in
-            let canceled = try await self.checkout.cancelCheckout(
-                dealID: request.dealID, reason: request.reason, answer: recorder?.answer { Payment($0).serialized() },
-                deadline: context.deadline)
-            return Payment(canceled).serialized()
-        }
+        return request
     }
 }

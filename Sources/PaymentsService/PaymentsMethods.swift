@@ -37,17 +37,26 @@ public struct PaymentsMethods: Sendable {
         self.now = now
     }
 
+    /// The stages every call passes through before its handler: request idempotency.
+    public func interceptors() -> [any ServerInterceptor] { [self.idempotency] }
+
     /// The method table for the dispatcher.
     public func table() -> MethodTable {
         var table = MethodTable()
         table.register(.health, HealthRequest.self) { request, context in try await self.health(request, context) }
         table.register(.metrics, MetricsRequest.self) { request, context in try await self.metrics(request, context) }
-        table.register(.createCheckout) { payload, context in try await self.createCheckout(payload, context) }
+        table.register(.createCheckout, CreateCheckoutRequest.self, validate: CheckoutValidation.validate) {
+            request, context in try await self.createCheckout(request, context)
+        }
         table.register(.getPayment, PaymentRef.self) { request, context in try await self.getPayment(request) }
         table.register(.listPayments, PaymentRef.self) { request, context in try await self.listPayments(request) }
         table.register(.listEvents, PaymentRef.self) { request, context in try await self.listEvents(request) }
-        table.register(.setStock) { payload, context in try await self.setStock(payload, context) }
-        table.register(.adjustStock) { payload, context in try await self.adjustStock(payload, context) }
+        table.register(.setStock, StockUpdate.self, validate: Self.validateStockUpdate) { update, context in
+            try await self.setStock(update, context)
+        }
+        table.register(.adjustStock, StockAdjustment.self, validate: Self.validateStockAdjustment) {
+            adjustment, context in try await self.adjustStock(adjustment, context)
+        }
         table.register(.getStock, StockRef.self) { request, context in try await self.getStock(request) }
         table.register(.handleStripeEvent, StripeEvent.self) { request, context in
             try await self.handleStripeEvent(request, context)
@@ -55,10 +64,16 @@ public struct PaymentsMethods: Sendable {
         table.register(.confirmCheckout, PaymentRef.self) { request, context in
             try await self.confirmCheckout(request, context)
         }
-        table.register(.cancelCheckout) { payload, context in try await self.cancelCheckout(payload, context) }
-        table.register(.refundPayment) { payload, context in try await self.refundPayment(payload, context) }
+        table.register(.cancelCheckout, CancelRequest.self, validate: Self.validateCancel) { request, context in
+            try await self.cancelCheckout(request, context)
+        }
+        table.register(.refundPayment, RefundRequest.self, validate: Self.validateRefund) { call, context in
+            try await self.refundPayment(call, context)
+        }
         table.register(.getClaim, ClaimRef.self) { request, context in try await self.getClaim(request) }
-        table.register(.releaseClaim) { payload, context in try await self.releaseClaim(payload, context) }
+        table.register(.releaseClaim, ClaimRef.self, validate: Self.validateClaimRef) { ref, context in
+            try await self.releaseClaim(ref, context)
+        }
         table.register(.reconcile, ReconcileRequest.self) { _, _ in
             let report = await self.janitor.sweep(force: true)
             return ReconcileReport(

@@ -9,8 +9,13 @@ import PaymentsWire
 import Glibc
 #endif
 
-/// Request idempotency (protocol.md section 5): per caller uid and key, the
-/// hash of method and payload and the final response, for 24 hours.
+extension CallContext {
+    /// Where the handler of a call under an idempotency key stores its answer; nil without a key.
+    var recorder: RequestIdempotency.Recorder? { self.idempotentCall.map(RequestIdempotency.Recorder.init) }
+}
+
+/// Request idempotency (protocol.md section 5), a stage of the dispatcher: per caller uid and key,
+/// the hash of method and payload and the final response, for 24 hours.
 ///
 /// A second call with the key waits for the first (one lock per caller and
 /// key), then answers from the stored response without doing anything again;
@@ -19,7 +24,7 @@ import Glibc
 /// deadline) records the key as taken by this method and payload without an
 /// answer: the retry does the work (and finds what the first call started),
 /// while another method or payload under the key is refused.
-final class RequestIdempotency: Sendable {
+final class RequestIdempotency: ServerInterceptor {
     static let retention: Int64 = 24 * 3600
 
     private let store: Store
@@ -38,6 +43,12 @@ final class RequestIdempotency: Sendable {
         let callerUID: UInt32
         let key: String
         let hash: [UInt8]
+
+        init(_ call: IdempotentCall) {
+            self.callerUID = call.callerUID
+            self.key = call.key
+            self.hash = call.requestHash
+        }
 
         func save(_ db: Connection, _ response: ResponseEnvelope, now: Int64) throws {
             try IdempotencyKeys.save(
@@ -63,14 +74,16 @@ final class RequestIdempotency: Sendable {
         }
     }
 
-    /// Runs `body` once per caller and key; `body` gets a recorder to store its answer atomically,
-    /// or nil when the call carries no key.
-    func run(
-        _ payload: [UInt8], _ context: CallContext, _ body: @Sendable (Recorder?) async throws -> [UInt8]
+    /// Runs a call of a method that `usesIdempotencyKey` once per caller and key; the handler finds
+    /// the call in `context.idempotentCall` and hands it to the engine, which stores the answer with
+    /// the effect. Calls without a key, and other methods, pass through.
+    func intercept(
+        payload: [UInt8], context: CallContext, next: @Sendable (CallContext) async throws -> [UInt8]
     ) async throws -> [UInt8] {
-        guard let key = context.idempotencyKey else { return try await body(nil) }
-        let recorder = Recorder(
-            callerUID: context.peer.uid, key: key, hash: Self.hash(context.method.fullName, payload))
+        guard context.method.usesIdempotencyKey, let key = context.idempotencyKey else { return try await next(context) }
+        let call = IdempotentCall(
+            callerUID: context.peer.uid, key: key, requestHash: Self.hash(context.method.fullName, payload))
+        let recorder = Recorder(call)
         do {
             return try await self.locks.withLock("idempotency:\(context.peer.uid):\(key)", deadline: context.deadline) {
                 if let stored = try await self.stored(recorder) {
@@ -85,7 +98,7 @@ final class RequestIdempotency: Sendable {
                     // Taken by an earlier call that got no final answer: this retry does the work.
                 }
                 do {
-                    let payload = try await body(recorder)
+                    let payload = try await next(context.admitted(as: call))
                     try await self.saveUnlessSaved(recorder, ResponseEnvelope(requestID: 0, status: .ok, payload: payload))
                     return payload
                 } catch PaymentsError.idempotencyKeyReused {

@@ -10,6 +10,7 @@ public enum InProcessServer {
     /// service group (to trigger a graceful shutdown), then shuts the server down.
     public static func with<Result: Sendable>(
         table: MethodTable,
+        interceptors: [any ServerInterceptor] = [],
         policy: CallerPolicy = CallerPolicy(allowedGroups: [], adminGroups: []),
         dispatcherConfiguration: Dispatcher.Configuration = .init(),
         maxFrame: Int = Frame.defaultMaxFrame,
@@ -22,7 +23,8 @@ public enum InProcessServer {
         var logger = Logger(label: "paymentsd.test")
         logger.logLevel = .warning
         let dispatcher = Dispatcher(
-            table: table, policy: policy, metrics: metrics, configuration: dispatcherConfiguration, logger: logger)
+            table: table, interceptors: interceptors, policy: policy, metrics: metrics,
+            configuration: dispatcherConfiguration, logger: logger)
         var configuration = RPCServer.Configuration(listener: .path(path))
         configuration.maxFrame = maxFrame
         configuration.maxInFlightPerConnection = maxInFlight

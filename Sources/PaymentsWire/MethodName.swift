@@ -28,6 +28,27 @@ public enum MethodName: String, Sendable, CaseIterable {
         self.init(rawValue: String(fullName.dropFirst(Self.servicePrefix.count)))
     }
 
+    /// Methods whose calls are idempotent under the caller's key (protocol.md section 5): the
+    /// answer is stored and a repeat with the key gets it back without anything done again.
+    public var usesIdempotencyKey: Bool {
+        switch self {
+        case .createCheckout, .cancelCheckout, .refundPayment, .setStock, .adjustStock, .releaseClaim: true
+        case .getPayment, .listPayments, .confirmCheckout, .handleStripeEvent, .getStock, .getClaim, .listEvents,
+            .reconcile, .health, .metrics:
+            false
+        }
+    }
+
+    /// Methods refused without an idempotency key: a retry must never refund twice.
+    public var requiresIdempotencyKey: Bool {
+        switch self {
+        case .refundPayment: true
+        case .createCheckout, .cancelCheckout, .setStock, .adjustStock, .releaseClaim, .getPayment, .listPayments,
+            .confirmCheckout, .handleStripeEvent, .getStock, .getClaim, .listEvents, .reconcile, .health, .metrics:
+            false
+        }
+    }
+
     /// Methods that change money, stock or claims by an operator's decision
     /// (protocol.md section 6): callers need an admin group besides being allowed.
     public var requiresAdmin: Bool {

@@ -54,7 +54,7 @@ let metrics = RequestMetrics()
 let stripe = StripeClient(configuration: .init(baseURL: fake.url, secretKey: FakeStripeProcess.apiKey))
 let engine = Engine(store: store, stripe: stripe, logger: Logger(label: "bench"))
 let webhookSecret = "whsec_bench"
-let table = PaymentsMethods(engine: engine, metrics: metrics, verifier: WebhookVerifier(secrets: [webhookSecret])).table()
+let methods = PaymentsMethods(engine: engine, metrics: metrics, verifier: WebhookVerifier(secrets: [webhookSecret]))
 let machine = "\(ProcessInfo.processInfo.activeProcessorCount) cores, \(ProcessInfo.processInfo.physicalMemory >> 30) GiB"
 print("paymentsd-bench: \(seconds) s per run, machine: \(machine)")
 
@@ -65,7 +65,7 @@ func checkoutRequest(deal: String) -> CreateCheckoutRequest {
         successURL: "https://shop.example/ok", cancelURL: "https://shop.example/no")
 }
 
-try await InProcessServer.with(table: table, metrics: metrics) { socket, _ in
+try await InProcessServer.with(table: methods.table(), interceptors: methods.interceptors(), metrics: metrics) { socket, _ in
     print("\n## Health against a raw socket echo of the same \(healthFrame.count)-byte frame")
     row("scenario", ["raw echo rt/s", "Health rt/s", "ratio", "raw p50/p99 us", "Health p50/p99 us"])
     for (name, clients, depth) in [("1 connection", 1, 1), ("16 connections", 16, 1), ("1 conn, 64 pipelined", 1, 64)] {

@@ -1,5 +1,6 @@
 import Logging
 import PaymentsRPC
+import PaymentsTesting
 import PaymentsWire
 import Testing
 
@@ -75,7 +76,60 @@ import Testing
         // Admin methods: members are refused before the method's (missing) handler is looked up.
         #expect(await self.call(dispatcher, MethodName.reconcile.fullName, peer: Self.member).status.reason == "caller_not_allowed")
         #expect(await self.call(dispatcher, MethodName.reconcile.fullName, peer: Self.admin).status.reason == "not_implemented")
-        #expect(await self.call(dispatcher, MethodName.refundPayment.fullName, peer: Self.root).status.reason == "not_implemented")
+        #expect(
+            await self.call(dispatcher, MethodName.refundPayment.fullName, peer: Self.root, key: "k").status.reason
+                == "not_implemented")
+        // A refund without a key is refused before anything else about it is looked at.
+        #expect(
+            await self.call(dispatcher, MethodName.refundPayment.fullName, peer: Self.root).status.reason
+                == "idempotency_key_required")
+    }
+
+    /// Records the stages it passes through; `answer` answers without calling the handler.
+    struct Stage: ServerInterceptor {
+        let name: String
+        let trail: Shared<[String]>
+        var answer: [UInt8]? = nil
+
+        func intercept(
+            payload: [UInt8], context: CallContext, next: @Sendable (CallContext) async throws -> [UInt8]
+        ) async throws -> [UInt8] {
+            self.trail.withLock { $0.append(self.name) }
+            if let answer { return answer }
+            return try await next(context.admitted(as: IdempotentCall(callerUID: 7, key: self.name, requestHash: [])))
+        }
+    }
+
+    @Test func stagesRunInOrder_aroundTheHandler_andMayAnswerThemselves() async throws {
+        let trail = Shared<[String]>([])
+        var table = MethodTable()
+        table.register(.health, HealthRequest.self) { _, context in
+            trail.withLock { $0.append("handler saw \(context.idempotentCall?.key ?? "nothing")") }
+            return HealthReply(status: .serving, version: "t", uptimeSeconds: 0, pendingOperations: 0)
+        }
+        var logger = Logger(label: "test")
+        logger.logLevel = .critical
+        let policy = CallerPolicy(daemonUID: 999, allowedGroups: [], adminGroups: [], groupsOf: { [$0.gid] })
+        let through = Dispatcher(
+            table: table, interceptors: [Stage(name: "first", trail: trail), Stage(name: "second", trail: trail)],
+            policy: policy, metrics: RequestMetrics(), logger: logger)
+        #expect(await self.call(through, MethodName.health.fullName).status == .ok)
+        #expect(trail.value == ["first", "second", "handler saw second"])
+
+        trail.withLock { $0 = [] }
+        let stored = HealthReply(status: .notServing, version: "stored", uptimeSeconds: 0, pendingOperations: 0)
+        let answering = Dispatcher(
+            table: table, interceptors: [Stage(name: "store", trail: trail, answer: stored.serialized())],
+            policy: policy, metrics: RequestMetrics(), logger: logger)
+        let response = await self.call(answering, MethodName.health.fullName)
+        #expect(try HealthReply(serialized: response.payload).version == "stored")
+        #expect(trail.value == ["store"], "the handler did not run")
+
+        // A payload that does not decode is refused before any stage sees it.
+        trail.withLock { $0 = [] }
+        let malformed = await self.call(through, MethodName.health.fullName, payload: [0xFF, 0xFF])
+        #expect(malformed.status.reason == "malformed_payload")
+        #expect(trail.value.isEmpty)
     }
 
     @Test func idempotencyKey_outOfDomain_isInvalidField() async {
