@@ -20,9 +20,9 @@ import Glibc
 /// record session id and url, finish operation                         (tx)
 ///   -- create_checkout.session_recorded
 /// ```
-/// The steps after the first are the same code whether a caller runs them
-/// or `resumeUnfinished` does after a crash; the Stripe key never changes,
-/// so a resumed call gets back the session Stripe already made.
+/// The steps after the first are `CreateSession.Step`, run by `OperationRunner`, the same code
+/// whether a caller runs them or `resumeUnfinished` does after a crash; the Stripe key never
+/// changes within an attempt, so a resumed call gets back the session Stripe already made.
 public final class CheckoutEngine: Sendable {
     public struct Configuration: Sendable {
         /// Seconds a checkout stays open (PAYMENTSD_CHECKOUT_TTL).

@@ -114,15 +114,41 @@ public final class EventInbox: Sendable {
         }
     }
 
-    /// One event under its deal's lock: its transaction, then the refund a late payment needs sent.
+    /// One event under its deal's lock (`ApplyEvent`): its transaction, then the refund a late
+    /// payment needs sent.
     private func applyLocked(eventID: String, deadline: ContinuousClock.Instant) async throws -> Outcome {
-        let (outcome, refund) = try await self.store.write { db in try self.applyLocked(db, eventID: eventID) }
-        if let refund {
-            // The money goes back in its own step; if Stripe cannot be reached now the
-            // janitor resumes the refund operation, and the event stays applied.
-            try? await self.checkout.refunds.send(refundID: refund, deadline: deadline)
+        try await OperationRunner.run(ApplyEvent(inbox: self, eventID: eventID, deadline: deadline), from: .apply)
+    }
+
+    /// The application of a stored event, as steps; its recovery point is the inbox row's state
+    /// (PENDING until the `apply` transaction settles it).
+    struct ApplyEvent: OperationSteps {
+        enum Step: Sendable {
+            /// The event's effect and its settlement (APPLIED, IGNORED), in one transaction.        (tx)
+            case apply
+            /// A late payment whose stock is gone is refunded in full (`SendRefund`).              (Stripe)
+            case sendLateRefund(refundID: String, outcome: Outcome)
         }
-        return outcome
+
+        let inbox: EventInbox
+        let eventID: String
+        let deadline: ContinuousClock.Instant
+
+        func perform(_ step: Step) async throws -> StepOutcome<Step, Outcome> {
+            switch step {
+            case .apply:
+                let (outcome, refund) = try await self.inbox.store.write { db in
+                    try self.inbox.applyLocked(db, eventID: self.eventID)
+                }
+                guard let refund else { return .finished(outcome) }
+                return .next(.sendLateRefund(refundID: refund, outcome: outcome), crashPoint: nil)
+            case .sendLateRefund(let refundID, let outcome):
+                // The money goes back in its own operation; if Stripe cannot be reached now the
+                // janitor resumes it, and the event stays applied.
+                _ = try? await self.inbox.checkout.refunds.send(refundID: refundID, deadline: self.deadline)
+                return .finished(outcome)
+            }
+        }
     }
 
     /// Whose an event is, as far as the database knows now.
@@ -162,7 +188,7 @@ public final class EventInbox: Sendable {
 
     /// One event, in one transaction under its deal's lock. States only move forward: an event
     /// that would move a payment back is recorded and changes nothing.
-    private func applyLocked(_ db: Connection, eventID: String) throws -> (Outcome, refund: String?) {
+    fileprivate func applyLocked(_ db: Connection, eventID: String) throws -> (Outcome, refund: String?) {
         let now = self.now()
         guard let event = try StripeEventInbox.load(db, eventID: eventID), event.isPending else { return (.duplicate, nil) }
         let type = event.type

@@ -15,8 +15,9 @@ import StripeClient
 /// record SUCCEEDED / PENDING / FAILED and its effects, finish      (tx)
 ///   -- refund_payment.result_recorded
 /// ```
-/// A step resumed after Stripe's 24 h key window first looks the refund up among the payment's
-/// refunds at Stripe by the refund id in its metadata, so it is never sent blindly twice.
+/// The steps after the first are `SendRefund.Step`, run by `OperationRunner`. A step resumed after
+/// Stripe's 24 h key window first looks the refund up among the payment's refunds at Stripe by the
+/// refund id in its metadata, so it is never sent blindly twice.
 public final class RefundEngine: Sendable {
     /// What RefundPayment asks for.
     public struct Request: Sendable {
@@ -50,11 +51,11 @@ public final class RefundEngine: Sendable {
     /// How long a caller's idempotency key names its refund (protocol.md section 5).
     static let requestKeyRetention: Int64 = 24 * 3600
 
-    private let store: Store
-    private let stripe: StripeClient
+    let store: Store
+    let stripe: StripeClient
     private let locks: KeyedLockTable<String>
-    private let logger: Logger
-    private let now: @Sendable () -> Int64
+    let logger: Logger
+    let now: @Sendable () -> Int64
 
     init(
         store: Store, stripe: StripeClient, locks: KeyedLockTable<String>, logger: Logger,
@@ -138,79 +139,15 @@ public final class RefundEngine: Sendable {
         }
     }
 
-    /// Steps 2 and 3: Stripe, then the record of its answer. Serves live calls, retries with the
-    /// caller's key, late payments and resumes alike; a refund already answered is left as it is.
+    /// Steps 2 and 3 (`SendRefund`): Stripe, then the record of its answer. Serves live calls, retries
+    /// with the caller's key, late payments and resumes alike; a refund already answered is left as it is.
     @discardableResult
     func send(refundID: String, answer: AnswerRecorder<Result>? = nil, deadline: ContinuousClock.Instant) async throws
         -> Result
     {
         CrashPoints.reach("refund_payment.refund_recorded")
-        guard
-            let (refund, payment) = try await self.store.read({ db -> (RefundRecord, PaymentRecord)? in
-                guard let refund = try RefundRecord.load(db, refundID: refundID) else { return nil }
-                return (refund, try PaymentRecord.load(db, paymentID: refund.paymentID)!)
-            })
-        else {
-            // An operation naming no refund has nothing to send: it is finished, not retried forever.
-            try await self.store.write { db in
-                try OperationLog.finish(db, .sendRefund, paymentID: "", subject: refundID, now: self.now())
-            }
-            throw PaymentsError.paymentNotFound(refundID)
-        }
-        guard refund.status == .pending, refund.stripeRefundID == nil, refund.origin == .paymentsd else {
-            return try await self.finish(refundID: refundID, stripeAnswer: nil, answer: answer)
-        }
-        guard let paymentIntentID = payment.paymentIntentID else {
-            // Nothing was charged that Stripe knows of: there is nothing to give back.
-            return try await self.finish(
-                refundID: refundID, stripeAnswer: .rejected(code: "no_payment_intent"), answer: answer)
-        }
-        let stripeAnswer: RefundLedger.Answer
-        do {
-            if self.now() - refund.createdAt >= Self.keyWindow,
-                let found = try await self.stripe.listRefunds(paymentIntent: paymentIntentID, deadline: deadline)
-                    .first(where: { $0.paymentsdRefundID == refundID })
-            {
-                stripeAnswer = .stripe(found)
-            } else {
-                stripeAnswer = .stripe(
-                    try await self.stripe.createRefund(
-                        StripeRequests.refund(refund, of: payment, paymentIntent: paymentIntentID),
-                        idempotencyKey: "paymentsd-\(refundID)-refund", deadline: deadline))
-            }
-        } catch StripeError.rejected(_, _, let code, _) {
-            stripeAnswer = .rejected(code: code)
-        } catch let error as StripeError {
-            self.logger.warning(
-                "Stripe call failed; the refund stays pending", metadata: ["refund_id": "\(refundID)", "error": "\(error)"])
-            try await self.store.write { db in
-                try OperationLog.recordFailure(
-                    db, .sendRefund, paymentID: payment.paymentID, subject: refundID, error: "\(error)", now: self.now())
-            }
-            throw PaymentsError.stripeUnavailable
-        }
-        CrashPoints.reach("refund_payment.stripe_answered")
-        let result = try await self.finish(refundID: refundID, stripeAnswer: stripeAnswer, answer: answer)
-        self.logger.notice("refund answered by Stripe", metadata: ["refund_id": "\(refundID)"])
-        return result
-    }
-
-    /// The last step: Stripe's answer recorded with its effects, the operation finished, and the
-    /// caller's answer stored, in one transaction.
-    private func finish(refundID: String, stripeAnswer: RefundLedger.Answer?, answer: AnswerRecorder<Result>?)
-        async throws -> Result
-    {
-        try await self.store.write { db in
-            let now = self.now()
-            if let stripeAnswer { try RefundLedger.settle(db, refundID: refundID, stripeAnswer, now: now) }
-            guard let refund = try RefundRecord.load(db, refundID: refundID),
-                let payment = try PaymentRecord.load(db, paymentID: refund.paymentID)
-            else { preconditionFailure("refund \(refundID) was read before this step; refunds are never deleted") }
-            try OperationLog.finish(db, .sendRefund, paymentID: refund.paymentID, subject: refundID, now: now)
-            let result = Result(refund: refund, payment: payment)
-            try answer.record(db, result, now: now)
-            return result
-        }
+        return try await OperationRunner.run(
+            SendRefund(engine: self, refundID: refundID, answer: answer, deadline: deadline), from: .load)
     }
 
     /// Refunds Stripe left pending whose webhook has not settled them within `age` seconds are

@@ -1,0 +1,146 @@
+import PaymentsDomain
+import PaymentsStore
+import StripeClient
+
+/// Creates the Stripe Checkout Session of a CREATED payment and records it (guarantee 3): the
+/// steps of a checkout after its first transaction (`CheckoutEngine.decide`), for a live call and
+/// a resume alike. The Stripe key never changes within an attempt, so a resumed create gets back
+/// the session Stripe already made.
+struct CreateSession: OperationSteps {
+    /// The steps, in the order they run.
+    enum Step: Sendable {
+        /// Read the payment; one that no longer wants a session finishes the operation.       (read)
+        case load
+        /// `POST /v1/checkout/sessions` under the attempt's idempotency key.                  (Stripe)
+        case create(PaymentRecord, newAttemptAllowed: Bool)
+        /// Stripe refused a stale `expires_at`: a new attempt, its own key, a fresh expiry.    (tx)
+        case startNewAttempt(PaymentRecord)
+        /// Stripe refused: FAILED, holds released, the refusal stored as the answer.          (tx)
+        case recordRefusal(code: String, message: String)
+        /// Stripe's answer is unknown: noted, and retried later under the same key.            (tx)
+        case recordUnavailable(StripeError)
+        /// The session recorded and the answer stored; or, if the payment moved on meanwhile,
+        /// the session marked unwanted (recovery point `expire_unwanted`).                     (tx)
+        case record(CheckoutSession)
+        /// A session nobody wants is expired at Stripe, never left open.                      (Stripe)
+        case expireUnwanted(sessionID: String)
+        /// The operation finished after the unwanted session was expired.                      (tx)
+        case finishUnwanted
+        /// The payment as it ends.
+        case done(PaymentRecord)
+    }
+
+    let engine: CheckoutEngine
+    let paymentID: String
+    /// The call that opened the checkout: its answer commits with the session, or the refusal.
+    let answer: AnswerRecorder<PaymentRecord>?
+    let deadline: ContinuousClock.Instant
+
+    func perform(_ step: Step) async throws -> StepOutcome<Step, PaymentRecord> {
+        let engine = self.engine
+        let paymentID = self.paymentID
+        switch step {
+        case .load:
+            guard let payment = try await engine.store.read({ try PaymentRecord.load($0, paymentID: paymentID) }) else {
+                throw PaymentsError.paymentNotFound(paymentID)
+            }
+            guard payment.status == .created, payment.checkoutSessionID == nil else {
+                try await engine.store.write {
+                    try OperationLog.finish($0, .createSession, paymentID: paymentID, now: engine.now())
+                }
+                return .finished(payment)
+            }
+            return .next(.create(payment, newAttemptAllowed: true), crashPoint: nil)
+
+        case .create(let payment, let newAttemptAllowed):
+            do {
+                let session = try await engine.stripe.createCheckoutSession(
+                    StripeRequests.checkoutSession(for: payment), idempotencyKey: CheckoutEngine.sessionKey(payment),
+                    deadline: self.deadline)
+                return .next(.record(session), crashPoint: "create_checkout.session_created")
+            } catch StripeError.rejected(let status, _, _, _)
+                where status == 400 && newAttemptAllowed && engine.isStale(payment)
+            {
+                // Stripe validates a request before it looks at its idempotency key's memory, and saves
+                // nothing for a request it refused: this 400 proves it never made a session under the
+                // key. The attempt failed only because an outage outlasted the expires_at margin, so a
+                // new attempt keeps the deal's one open checkout.
+                return .next(.startNewAttempt(payment), crashPoint: nil)
+            } catch StripeError.rejected(_, _, let code, let message) {
+                return .next(.recordRefusal(code: code, message: message), crashPoint: "create_checkout.rejected_by_stripe")
+            } catch let error as StripeError {
+                return .next(.recordUnavailable(error), crashPoint: nil)
+            }
+
+        case .startNewAttempt(let payment):
+            return .next(.create(try await engine.startNewAttempt(payment), newAttemptAllowed: false), crashPoint: nil)
+
+        case .recordRefusal(let code, let message):
+            let refusal = PaymentsError.stripeRejected(code: code, message: message)
+            try await engine.store.write { db in
+                let now = engine.now()
+                guard let current = try PaymentRecord.load(db, paymentID: paymentID), current.status == .created else {
+                    return
+                }
+                try PaymentRecord.transition(
+                    db, current, to: .failed, kind: "checkout.rejected_by_stripe", detail: "stripe_code=\(code)",
+                    failureReason: "stripe_rejected" + (code.isEmpty ? "" : ": \(code)"), now: now)
+                try CheckoutHolds.release(db, paymentID: paymentID, now: now)
+                try OperationLog.finish(db, .createSession, paymentID: paymentID, now: now)
+                try self.answer.record(db, failure: refusal, now: now)
+            }
+            throw refusal
+
+        case .recordUnavailable(let error):
+            try await engine.recordFailure(.createSession, paymentID: paymentID, error: error)
+            throw PaymentsError.stripeUnavailable
+
+        case .record(let session):
+            let recorded: PaymentRecord? = try await engine.store.write { db in
+                let now = engine.now()
+                guard var current = try PaymentRecord.load(db, paymentID: paymentID),
+                    current.status == .created, current.checkoutSessionID == nil
+                else {
+                    try OperationLog.advance(
+                        db, .createSession, paymentID: paymentID, to: .expireUnwanted, detail: session.id, now: now)
+                    return nil
+                }
+                try PaymentRecord.recordSession(db, paymentID: paymentID, sessionID: session.id, url: session.url, now: now)
+                try AuditLog.append(
+                    db, dealID: current.dealID, paymentID: paymentID, kind: "checkout.session_created",
+                    detail: "checkout_session_id=\(session.id)", now: now)
+                try OperationLog.finish(db, .createSession, paymentID: paymentID, now: now)
+                current.checkoutSessionID = session.id
+                current.checkoutURL = session.url
+                current.updatedAt = now
+                try self.answer.record(db, current, now: now)
+                return current
+            }
+            guard let recorded else { return .next(.expireUnwanted(sessionID: session.id), crashPoint: nil) }
+            return .next(.done(recorded), crashPoint: "create_checkout.session_recorded")
+
+        case .expireUnwanted(let sessionID):
+            do {
+                _ = try await engine.stripe.expireCheckoutSession(
+                    sessionID, idempotencyKey: "paymentsd-\(paymentID)-expire-unwanted", deadline: self.deadline)
+            } catch StripeError.rejected {
+                // Not open any more (expired or completed): nothing is left open at Stripe by us.
+            } catch let error as StripeError {
+                return .next(.recordUnavailable(error), crashPoint: nil)
+            }
+            engine.logger.notice("expired a session the database did not want", metadata: ["payment_id": "\(paymentID)"])
+            return .next(.finishUnwanted, crashPoint: nil)
+
+        case .finishUnwanted:
+            let payment = try await engine.store.write { db in
+                try OperationLog.finish(db, .createSession, paymentID: paymentID, now: engine.now())
+                return try PaymentRecord.load(db, paymentID: paymentID)
+            }
+            guard let payment else { throw PaymentsError.paymentNotFound(paymentID) }
+            return .next(.done(payment), crashPoint: "create_checkout.session_recorded")
+
+        case .done(let payment):
+            return .finished(payment)
+        }
+    }
+}

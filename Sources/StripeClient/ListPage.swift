@@ -1,0 +1,5 @@
+/// One page of a Stripe list.
+struct ListPage<Element: Decodable & Sendable>: Decodable, Sendable {
+    let data: [Element]
+    let has_more: Bool?
+}
