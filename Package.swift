@@ -48,7 +48,7 @@ let package = Package(
         // SQLite: connections, statements, migrations, the serial writer, and every query, typed per aggregate.
         .target(
             name: "PaymentsStore",
-            dependencies: ["PaymentsDomain", "CSQLite", .product(name: "Logging", package: "swift-log")]),
+            dependencies: ["PaymentsDomain", "CSQLite", "CSystemShims", .product(name: "Logging", package: "swift-log")]),
         // Stripe's REST API over libcurl: form encoding, idempotency keys, retries, circuit breaker.
         .target(name: "StripeClient", dependencies: ["CCurl"]),
         // The commands: keyed lock table, operations with recovery points, checkout, stock, audit.

@@ -198,10 +198,11 @@ class App:
                 # silently used the fault up.)
                 if fault is not None and fault.kind == "delay":
                     time.sleep(fault.ms / 1000)
-                return Response(stored.status, stored.body, drop=fault is not None
-                                and fault.kind == "apply_then_drop", headers={
-                                    "Idempotent-Replayed": "true",
-                                    "Original-Request": stored.request_id})
+                replay = Response(stored.status, stored.body, drop=fault is not None
+                                  and fault.kind == "apply_then_drop", headers={
+                                      "Idempotent-Replayed": "true",
+                                      "Original-Request": stored.request_id})
+                return fault.apply_to(replay) if fault is not None else replay
         if fault is not None and fault.kind == "delay":
             time.sleep(fault.ms / 1000)
         try:
@@ -216,7 +217,7 @@ class App:
             raise
         if fault is not None and fault.kind == "apply_then_drop":
             response.drop = True
-        return response
+        return fault.apply_to(response) if fault is not None else response
 
     def _execute(self, call: _ApiRequest) -> Response:
         """Check the parameters, run the endpoint, store its answer under the key.

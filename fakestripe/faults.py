@@ -18,18 +18,24 @@ A request answered from the idempotency store (a replay) suffers a ``delay``
 or ``apply_then_drop`` fault too: it waits, or its replayed answer is
 dropped. The fault is never used up without an effect.
 - ``drop``: close the connection without answering and without applying.
+- ``omit_fields``: handle the request normally (its full answer is what the
+  idempotency store keeps), but send the answer with the top-level JSON
+  ``fields`` removed: a malformed answer from Stripe, which a retry with the
+  same key gets whole.
 
 Not thread-safe by itself: the app calls it under its one lock.
 """
 
 from __future__ import annotations
 
+import json
+
 from dataclasses import dataclass, field
 
 from .errors import StripeError
 from .spec import normalize_route_key
 
-KINDS = ("status", "delay", "apply_then_drop", "drop")
+KINDS = ("status", "delay", "apply_then_drop", "drop", "omit_fields")
 
 
 class FaultSpecError(ValueError):
@@ -45,9 +51,21 @@ class Fault:
     ms: int = 0
     headers: dict[str, str] = field(default_factory=dict)
     error: dict | None = None
+    fields: list[str] = field(default_factory=list)
 
     def as_json(self) -> dict:
-        return {k: v for k, v in vars(self).items() if v not in (None, {})}
+        return {k: v for k, v in vars(self).items() if v not in (None, {}, [])}
+
+    def apply_to(self, response):
+        """An ``omit_fields`` fault's change to the answer sent (never to the one stored)."""
+        if self.kind != "omit_fields" or not response.body:
+            return response
+        obj = json.loads(response.body)
+        if isinstance(obj, dict):
+            for name in self.fields:
+                obj.pop(name, None)
+        return type(response)(response.status, json.dumps(obj).encode(), response.content_type,
+                              dict(response.headers), response.drop)
 
     def stripe_error(self) -> StripeError:
         """The answer of a ``status`` fault."""
@@ -87,7 +105,7 @@ class FaultScript:
         kind = spec.get("kind")
         if kind not in KINDS:
             raise FaultSpecError(f"kind must be one of {', '.join(KINDS)}")
-        unknown = set(spec) - {"route", "kind", "times", "status", "ms", "headers", "error"}
+        unknown = set(spec) - {"route", "kind", "times", "status", "ms", "headers", "error", "fields"}
         if unknown:
             raise FaultSpecError(f"unknown fault fields: {sorted(unknown)}")
         times = spec.get("times", 1)
@@ -104,8 +122,12 @@ class FaultScript:
             raise FaultSpecError("headers must be an object")
         if not isinstance(spec.get("error", {}), dict):
             raise FaultSpecError("error must be an object (type, code, message, param)")
+        fields = spec.get("fields", [])
+        if kind == "omit_fields" and not (isinstance(fields, list) and fields
+                                          and all(isinstance(f, str) for f in fields)):
+            raise FaultSpecError("an omit_fields fault needs fields, a non-empty list of names")
         fault = Fault(route, kind, times, status if kind == "status" else None, ms,
-                      {str(k): str(v) for k, v in headers.items()}, spec.get("error"))
+                      {str(k): str(v) for k, v in headers.items()}, spec.get("error"), list(fields))
         self._pending.append(fault)
         return fault
 

@@ -128,6 +128,18 @@ for g in "${groups[@]}"; do
 done
 say "sysusers: OK (users: $user; groups: $(printf '%s\n' "${groups[@]}" | sort -u | paste -sd ' '))"
 
+# Crash reports carry no memory: the backtracer sanitised, without registers, never interactive.
+backtrace=$(sed -n 's/^Environment=SWIFT_BACKTRACE=//p' "$svc" | tail -n 1)
+for want in sanitize=yes registers=none interactive=no; do
+    [[ ,$backtrace, == *,$want,* ]] || die "paymentsd.service must set SWIFT_BACKTRACE with $want (got '$backtrace')"
+done
+# Exit statuses that a restart cannot fix are not restarted.
+for status in 75 78; do
+    [[ " $(value RestartPreventExitStatus "$svc") " == *" $status "* ]] ||
+        die "paymentsd.service must not restart on exit status $status (RestartPreventExitStatus=)"
+done
+say "crash reports and restarts: OK (SWIFT_BACKTRACE=$backtrace)"
+
 if ((EUID == 0)); then
     out=$(systemd-tmpfiles --root="$root" --create "$src/paymentsd.tmpfiles" 2>&1) ||
         { printf '%s\n' "$out" | indent; die "systemd-tmpfiles failed on paymentsd.tmpfiles"; }

@@ -19,3 +19,11 @@ enum {
     PAYMENTSD_SQLITE_CONSTRAINT_TRIGGER = SQLITE_CONSTRAINT_TRIGGER,
     PAYMENTSD_SQLITE_BUSY_SNAPSHOT = SQLITE_BUSY_SNAPSHOT,
 };
+
+// A file-control op code of a version that may predate the header's own name for it.
+enum { PAYMENTSD_SQLITE_FCNTL_HAS_MOVED = SQLITE_FCNTL_HAS_MOVED };
+
+// Asks the unix VFS whether the open database file was unlinked, renamed or replaced at its path.
+static inline int paymentsd_sqlite3_has_moved(sqlite3 *db, int *moved) {
+    return sqlite3_file_control(db, "main", SQLITE_FCNTL_HAS_MOVED, moved);
+}

@@ -1,3 +1,4 @@
+import CSystemShims
 import Logging
 import NIOCore
 import NIOPosix
@@ -20,6 +21,8 @@ public enum Daemon {
         public static let ok: Int32 = 0
         public static let failure: Int32 = 1
         public static let usage: Int32 = 64
+        /// EX_TEMPFAIL: another paymentsd serves the database; the unit does not restart on it.
+        public static let databaseInUse: Int32 = 75
         public static let config: Int32 = 78
     }
 
@@ -64,6 +67,26 @@ public enum Daemon {
     }
 
     private static func serve(_ configuration: DaemonConfiguration, environment: [String: String]) async -> Int32 {
+        let inherited = SocketActivation.inheritedListener(environment: environment)
+        if let problem = StartupCheck.paths(configuration, socketActivated: inherited != nil) {
+            Self.printError(problem)
+            return ExitStatus.config
+        }
+        let databaseLock: DatabaseLock
+        do {
+            databaseLock = try DatabaseLock(databasePath: configuration.databasePath)
+        } catch {
+            switch error {
+            case .heldByAnother:
+                Self.printError(
+                    "PAYMENTSD_DB: another paymentsd is serving \(configuration.databasePath); this one stops (exit status 75)")
+                return ExitStatus.databaseInUse
+            case .cannotOpen(let code):
+                Self.printError(
+                    "PAYMENTSD_DB: cannot open the lock file \(configuration.databasePath).lock: \(String(cString: strerror(code)))")
+                return ExitStatus.config
+            }
+        }
         let level = configuration.logLevel
         LoggingSystem.bootstrap { label in JournalLogHandler(label: label, level: level) }
         let logger = Logger(label: "paymentsd")
@@ -71,12 +94,36 @@ public enum Daemon {
 
         let store: Store
         do {
-            store = try Store(path: configuration.databasePath)
+            store = try Store(
+                path: configuration.databasePath, busyTimeoutMS: configuration.busyTimeoutMS,
+                onConditionChange: { trouble in
+                    // Once per episode: every write in it answers the same reason to its caller.
+                    if let trouble {
+                        logger.error("the database cannot take writes", metadata: ["condition": "\(trouble)"])
+                    } else {
+                        logger.notice("the database takes writes again")
+                    }
+                })
+        } catch let error as SQLiteError where error.code == .notADatabase {
+            Self.printError("PAYMENTSD_DB: \(configuration.databasePath) is not an SQLite database")
+            return ExitStatus.config
+        } catch let error as StoreError {
+            // A newer schema or a refused pragma: restarting the same binary cannot fix it.
+            Self.printError("PAYMENTSD_DB: \(configuration.databasePath): \(error)")
+            return ExitStatus.config
+        } catch let error as SQLiteError {
+            // A damaged file, a file system SQLite cannot lock: a restart finds the same file.
+            Self.printError("PAYMENTSD_DB: cannot open \(configuration.databasePath): \(error.message) (\(error.code))")
+            return ExitStatus.config
         } catch {
             logger.critical("cannot open the database", metadata: ["path": "\(configuration.databasePath)", "error": "\(error)"])
             return ExitStatus.failure
         }
 
+        // Frames of up to PAYMENTSD_MAX_FRAME and their copies are mapped and unmapped on their own,
+        // so their memory returns to the kernel when they are freed (glibc otherwise raises this
+        // threshold after the first large free and keeps such buffers in the heap).
+        paymentsd_malloc_map_large_buffers(256 << 10)
         let metrics = RequestMetrics()
         let stripe = StripeClient(
             configuration: .init(baseURL: configuration.stripeAPIBase, secretKey: configuration.stripeSecretKey.value))
@@ -93,17 +140,21 @@ public enum Daemon {
             policy: CallerPolicy(allowedGroups: configuration.allowedGroups, adminGroups: configuration.adminGroups),
             metrics: metrics, configuration: dispatcherConfiguration, logger: logger)
 
-        let listener: RPCServer.Listener =
-            SocketActivation.inheritedListener(environment: environment).map { .inherited(descriptor: $0) }
-            ?? .path(configuration.socketPath)
+        let listener: RPCServer.Listener = inherited.map { .inherited(descriptor: $0) } ?? .path(configuration.socketPath)
         var serverConfiguration = RPCServer.Configuration(listener: listener)
         serverConfiguration.maxFrame = configuration.maxFrame
+        serverConfiguration.maxConnections = configuration.maxConnections
+        serverConfiguration.frameTimeout = configuration.frameTimeout
+        serverConfiguration.idleTimeout = configuration.idleTimeout
+        serverConfiguration.memoryBudget = configuration.memoryBudget
+        serverConfiguration.connectionBudget = configuration.connectionBudget
         let notifier = SystemdNotifier(environment: environment)
         let server = RPCServer(
             configuration: serverConfiguration, dispatcher: dispatcher, metrics: metrics, logger: logger,
             onListening: { notifier.notify("READY=1\nSTATUS=serving") })
         let systemd = SystemdService(
-            notifier: notifier, watchdogInterval: SystemdNotifier.watchdogInterval(environment: environment))
+            notifier: notifier, watchdogInterval: SystemdNotifier.watchdogInterval(environment: environment),
+            store: store)
 
         var groupConfiguration = ServiceGroupConfiguration(
             services: [
@@ -123,6 +174,7 @@ public enum Daemon {
                 "version": "\(PaymentsVersion.current)", "database": "\(configuration.databasePath)",
                 "stripe_api_base": "\(configuration.stripeAPIBase)",
             ])
+        defer { withExtendedLifetime(databaseLock) {} }
         do {
             try await group.run()
             logger.notice("stopped")

@@ -13,6 +13,15 @@ public struct DaemonConfiguration: Sendable {
     public var socketPath: String
     public var databasePath: String
     public var maxFrame: Int
+    /// How long a write waits for another process's lock on the database (before the call's deadline).
+    public var busyTimeoutMS: Int
+    public var maxConnections: Int
+    /// How long a started frame may take to arrive, and how long a connection may sit idle.
+    public var frameTimeout: Duration
+    public var idleTimeout: Duration
+    /// Bytes of requests read and not yet answered: for the whole daemon, and for one connection.
+    public var memoryBudget: Int
+    public var connectionBudget: Int
     public var allowedGroups: Set<UInt32>
     public var adminGroups: Set<UInt32>
     public var checkoutTTL: Int
@@ -27,6 +36,7 @@ public struct DaemonConfiguration: Sendable {
     public var testDelayMS: Int?
 
     public static let defaultSocketPath = "/run/paymentsd/paymentsd.sock"
+    public static let maxSocketPathBytes = 107
     public static let defaultStripeAPIBase = "https://api.stripe.com"
 
     /// Reads the configuration.
@@ -42,8 +52,10 @@ public struct DaemonConfiguration: Sendable {
     ) throws -> DaemonConfiguration {
         let env = Environment(values: environment)
         let socketPath = env["PAYMENTSD_SOCKET"] ?? Self.defaultSocketPath
-        guard !socketPath.isEmpty, socketPath.utf8.count < 108 else {
-            throw ConfigurationError("PAYMENTSD_SOCKET", "must be a path of 1 to 107 bytes")
+        // sun_path holds 108 bytes on Linux, the terminating NUL included.
+        guard !socketPath.isEmpty, socketPath.utf8.count <= Self.maxSocketPathBytes else {
+            throw ConfigurationError(
+                "PAYMENTSD_SOCKET", "must be a path of 1 to \(Self.maxSocketPathBytes) bytes (\(socketPath.prefix(200)))")
         }
         let stateDirectory = env["STATE_DIRECTORY"]?.split(separator: ":").first.map(String.init)
         let databasePath = env["PAYMENTSD_DB"] ?? "\(stateDirectory ?? "/var/lib/paymentsd")/payments.db"
@@ -99,6 +111,13 @@ public struct DaemonConfiguration: Sendable {
             socketPath: socketPath,
             databasePath: databasePath,
             maxFrame: try env.integer("PAYMENTSD_MAX_FRAME", default: 1 << 20, in: 1...(64 << 20)),
+            busyTimeoutMS: try env.integer("PAYMENTSD_BUSY_TIMEOUT_MS", default: 5000, in: 0...600_000),
+            maxConnections: try env.integer("PAYMENTSD_MAX_CONNECTIONS", default: 512, in: 1...1_000_000),
+            frameTimeout: try env.seconds("PAYMENTSD_FRAME_TIMEOUT", default: 10, in: 0.01...3600),
+            idleTimeout: try env.seconds("PAYMENTSD_IDLE_TIMEOUT", default: 300, in: 0.01...86400),
+            memoryBudget: try env.integer("PAYMENTSD_MEMORY_BUDGET", default: 32 << 20, in: (64 << 10)...(64 << 30)),
+            connectionBudget: try env.integer(
+                "PAYMENTSD_CONNECTION_BUDGET", default: 4 << 20, in: (64 << 10)...(64 << 30)),
             allowedGroups: try Self.groups("PAYMENTSD_ALLOW_GIDS", env: env, resolve: resolveGroup),
             adminGroups: try Self.groups("PAYMENTSD_ADMIN_GIDS", env: env, resolve: resolveGroup),
             checkoutTTL: try env.integer("PAYMENTSD_CHECKOUT_TTL", default: 1800, in: 1800...86400),
@@ -182,6 +201,15 @@ private struct Environment {
             throw ConfigurationError(name, "must be an integer from \(range.lowerBound) to \(range.upperBound)")
         }
         return number
+    }
+
+    /// Seconds, decimals allowed ("0.5").
+    func seconds(_ name: String, default value: Double, in range: ClosedRange<Double>) throws -> Duration {
+        guard let text = self[name] else { return .milliseconds(Int64(value * 1000)) }
+        guard let number = Double(text), number.isFinite, range.contains(number) else {
+            throw ConfigurationError(name, "must be a number of seconds from \(range.lowerBound) to \(range.upperBound)")
+        }
+        return .milliseconds(Int64((number * 1000).rounded()))
     }
 }
 

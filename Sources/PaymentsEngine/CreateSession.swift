@@ -57,6 +57,12 @@ struct CreateSession: OperationSteps {
                 let session = try await engine.stripe.createCheckoutSession(
                     StripeRequests.checkoutSession(for: payment), idempotencyKey: CheckoutEngine.sessionKey(payment),
                     deadline: self.deadline)
+                guard !session.id.isEmpty, let url = session.url, !url.isEmpty else {
+                    // Not an open checkout a customer can pay: a bad answer, asked for again under the
+                    // same key (Stripe answers a retry from what it stored).
+                    return .next(
+                        .recordUnavailable(.unavailable(reason: "a session answer without id or url")), crashPoint: nil)
+                }
                 return .next(.record(session), crashPoint: "create_checkout.session_created")
             } catch StripeError.rejected(let status, _, _, _)
                 where status == 400 && newAttemptAllowed && engine.isStale(payment)

@@ -37,6 +37,10 @@ public final class Janitor: Sendable {
     /// One sweep; `force` resumes every unfinished operation regardless of its backoff (start-up, Reconcile).
     public func sweep(force: Bool) async -> Report {
         var report = Report()
+        // A database removed or damaged under the daemon was reported once, when it was noticed;
+        // a sweep would only fail at every step and say so again. Passing trouble is swept through:
+        // the sweep's first write that works ends it.
+        if await self.checkout.store.trouble()?.isPermanent == true { return report }
         report.resumed = await self.checkout.resumeUnfinished(force: force)
         report.repaired = await self.events.applyPending()
         report.repaired += await self.checkout.refunds.settleStalePending(deadline: .now + .seconds(30))

@@ -1,3 +1,4 @@
+import CSystemShims
 import Logging
 import NIOCore
 import NIOPosix
@@ -29,6 +30,15 @@ public final class RPCServer: Service, Sendable {
         public var listener: Listener
         public var maxFrame: Int = Frame.defaultMaxFrame
         public var maxInFlightPerConnection: Int = 128
+        /// Connections past this are answered `too_many_connections` and closed.
+        public var maxConnections: Int = 512
+        /// How long a started frame may take to arrive (counting only time spent waiting for it).
+        public var frameTimeout: Duration = .seconds(10)
+        /// How long a connection with nothing in flight may send nothing.
+        public var idleTimeout: Duration = .seconds(300)
+        /// Bytes of request frames read and not yet answered, for the server and for one connection.
+        public var memoryBudget: Int = 32 << 20
+        public var connectionBudget: Int = 4 << 20
 
         public init(listener: Listener) {
             self.listener = listener
@@ -44,11 +54,19 @@ public final class RPCServer: Service, Sendable {
     private final class Connection: Sendable {
         let channel: NIOAsyncChannel<InboundFrame, ByteBuffer>
         let peer: PeerCredentials
+        let account: MemoryBudget.Account
+        /// Over the connection cap: answered and closed without reading.
+        let refused: Bool
         private let served = Atomic<Bool>(false)
 
-        init(channel: NIOAsyncChannel<InboundFrame, ByteBuffer>, peer: PeerCredentials) {
+        init(
+            channel: NIOAsyncChannel<InboundFrame, ByteBuffer>, peer: PeerCredentials, account: MemoryBudget.Account,
+            refused: Bool
+        ) {
             self.channel = channel
             self.peer = peer
+            self.account = account
+            self.refused = refused
         }
 
         func markServed() { self.served.store(true, ordering: .relaxed) }
@@ -57,6 +75,7 @@ public final class RPCServer: Service, Sendable {
             if !self.served.load(ordering: .relaxed) {
                 self.channel.outbound.finish()
                 self.channel.channel.close(promise: nil)
+                self.account.close()
             }
         }
     }
@@ -67,6 +86,10 @@ public final class RPCServer: Service, Sendable {
     private let logger: Logger
     private let eventLoopGroup: any EventLoopGroup
     private let onListening: @Sendable () -> Void
+    private let budget: MemoryBudget
+    private let openConnections = Atomic<Int>(0)
+    /// Whether connections are being refused at the cap now: the episode is logged once.
+    private let refusing = Atomic<Bool>(false)
 
     public init(
         configuration: Configuration, dispatcher: Dispatcher, metrics: RequestMetrics, logger: Logger,
@@ -79,6 +102,9 @@ public final class RPCServer: Service, Sendable {
         self.logger = logger
         self.eventLoopGroup = eventLoopGroup
         self.onListening = onListening
+        // Once the clients that filled the budget have gone, the memory their frames took goes
+        // back to the kernel instead of staying in the heap.
+        self.budget = MemoryBudget(limit: configuration.memoryBudget, onDrained: { paymentsd_malloc_trim() })
     }
 
     public func run() async throws {
@@ -106,36 +132,81 @@ public final class RPCServer: Service, Sendable {
     }
 
     private func bind() async throws -> NIOAsyncChannel<Connection, Never> {
-        let maxFrame = self.configuration.maxFrame
-        let bootstrap = ServerBootstrap(group: self.eventLoopGroup)
-            .serverChannelOption(.backlog, value: 256)
-            // A client may shut down its sending side and still read the answers to what it sent.
-            .childChannelOption(.allowRemoteHalfClosure, value: true)
-        let initializer: @Sendable (any Channel) -> EventLoopFuture<Connection> = { channel in
-            PeerCredentials.of(channel).flatMapThrowing { peer in
-                try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(FrameDecoder(maxFrame: maxFrame)))
-                let asyncChannel = try NIOAsyncChannel<InboundFrame, ByteBuffer>(
-                    wrappingChannelSynchronously: channel)
-                return Connection(channel: asyncChannel, peer: peer)
-            }
-        }
-        switch self.configuration.listener {
+        let configuration = self.configuration
+        let limits = ConnectionGuard.Limits(
+            maxFrame: configuration.maxFrame, frameTimeout: configuration.frameTimeout,
+            idleTimeout: configuration.idleTimeout)
+        let (logger, metrics, budget) = (self.logger, self.metrics, self.budget)
+        let listening: Int32
+        switch configuration.listener {
         case .path(let path):
             try await SocketPath.removeIfStale(path, eventLoopGroup: self.eventLoopGroup)
-            let channel = try await bootstrap.bind(unixDomainSocketPath: path, childChannelInitializer: initializer)
+            listening = try ListeningSocket.bind(path: path, backlog: 256)
             // The umask made the file owner-only; callers reach it through its group.
             guard chmod(path, 0o660) == 0 else {
-                try? await channel.channel.close()
-                throw RPCServerError.socketPath(path: path, errno: errno)
+                let code = errno
+                close(listening)
+                throw RPCServerError.socketPath(path: path, errno: code)
             }
-            return channel
         case .inherited(let descriptor):
-            return try await bootstrap.bind(descriptor, childChannelInitializer: initializer)
+            listening = descriptor
+        }
+        let bootstrap = ServerBootstrap(group: self.eventLoopGroup)
+            .serverChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(
+                        AcceptErrorObserver(listening: listening, logger: logger, metrics: metrics))
+                }
+            }
+            // A client may shut down its sending side and still read the answers to what it sent.
+            .childChannelOption(.allowRemoteHalfClosure, value: true)
+            // One socket read per read event: a connection paused for the budget holds at most one
+            // read's bytes beyond its admitted frames.
+            .childChannelOption(.maxMessagesPerRead, value: 1)
+        let initializer: @Sendable (any Channel) -> EventLoopFuture<Connection> = { channel in
+            let refused = self.openConnections.wrappingAdd(1, ordering: .relaxed).newValue > configuration.maxConnections
+            channel.closeFuture.whenComplete { _ in self.openConnections.wrappingSubtract(1, ordering: .relaxed) }
+            self.noteAdmission(refused: refused)
+            return PeerCredentials.of(channel).flatMapThrowing { peer in
+                let account = budget.account(limit: configuration.connectionBudget)
+                if refused {
+                    // Answered and closed without reading a byte of what it sent.
+                    try channel.syncOptions?.setOption(.autoRead, value: false)
+                } else {
+                    try channel.pipeline.syncOperations.addHandler(
+                        ConnectionGuardHandler(limits: limits, account: account, metrics: metrics))
+                }
+                try channel.pipeline.syncOperations.addHandler(
+                    ByteToMessageHandler(FrameDecoder(maxFrame: configuration.maxFrame)))
+                let asyncChannel = try NIOAsyncChannel<InboundFrame, ByteBuffer>(
+                    wrappingChannelSynchronously: channel)
+                return Connection(channel: asyncChannel, peer: peer, account: account, refused: refused)
+            }
+        }
+        return try await bootstrap.bind(listening, childChannelInitializer: initializer)
+    }
+
+    /// Logs the start and the end of an episode of refusals at the cap, once each.
+    private func noteAdmission(refused: Bool) {
+        if refused {
+            self.metrics.connectionRefused()
+            if !self.refusing.exchange(true, ordering: .relaxed) {
+                self.logger.error(
+                    "refusing connections: the cap is reached",
+                    metadata: ["max_connections": "\(self.configuration.maxConnections)"])
+            }
+        } else if self.refusing.exchange(false, ordering: .relaxed) {
+            self.logger.notice("accepting connections again: below the cap")
         }
     }
 
     private func serve(_ connection: Connection) async {
         connection.markServed()
+        defer { connection.account.close() }
+        if connection.refused {
+            await self.refuse(connection)
+            return
+        }
         self.metrics.connectionOpened()
         defer { self.metrics.connectionClosed() }
         var logger = self.logger
@@ -148,11 +219,13 @@ public final class RPCServer: Service, Sendable {
                         do {
                             for try await frame in frames {
                                 let request: RequestEnvelope
+                                var frameSize = 0
                                 switch frame {
                                 case .invalid(let status):
                                     await self.closeWithError(status, outbound: outbound, logger: logger)
                                     return
                                 case .body(let bytes):
+                                    frameSize = Frame.headerSize + bytes.count
                                     guard let decoded = try? RequestEnvelope(serialized: bytes) else {
                                         let status = Status(
                                             code: .invalidArgument, reason: "malformed_envelope",
@@ -163,8 +236,12 @@ public final class RPCServer: Service, Sendable {
                                     request = decoded
                                 }
                                 await limiter.acquire()
+                                let size = frameSize
                                 requests.addTask {
-                                    defer { limiter.release() }
+                                    defer {
+                                        limiter.release()
+                                        connection.account.release(size)
+                                    }
                                     let response = await self.dispatcher.dispatch(request, peer: connection.peer)
                                     let frame = Frame.encode(response.serialized())
                                     // A client that left does not stop the requests it already sent.
@@ -181,6 +258,16 @@ public final class RPCServer: Service, Sendable {
             }
         } catch {
             logger.debug("connection closed with an error", metadata: ["error": "\(error)"])
+        }
+    }
+
+    /// Answers a connection over the cap, then closes it.
+    private func refuse(_ connection: Connection) async {
+        let status = Status(
+            code: .resourceExhausted, reason: "too_many_connections",
+            message: "the daemon serves \(self.configuration.maxConnections) connections at most; retry later")
+        try? await connection.channel.executeThenClose { _, outbound in
+            try? await outbound.write(ByteBuffer(bytes: Frame.encode(ResponseEnvelope(requestID: 0, status: status).serialized())))
         }
     }
 

@@ -19,6 +19,9 @@ public final class RequestMetrics: Sendable {
         var frameErrors: [String: UInt64] = [:]
         var connectionsOpen = 0
         var connectionsTotal: UInt64 = 0
+        var connectionsRefused: UInt64 = 0
+        var connectionsTimedOut: [String: UInt64] = ["frame": 0, "idle": 0]
+        var acceptErrors: UInt64 = 0
     }
 
     private let state = Mutex(State())
@@ -42,6 +45,9 @@ public final class RequestMetrics: Sendable {
     func frameError(reason: String) { self.state.withLock { $0.frameErrors[reason, default: 0] += 1 } }
     func connectionOpened() { self.state.withLock { $0.connectionsOpen += 1; $0.connectionsTotal += 1 } }
     func connectionClosed() { self.state.withLock { $0.connectionsOpen -= 1 } }
+    func connectionRefused() { self.state.withLock { $0.connectionsRefused += 1 } }
+    func connectionTimedOut(reason: String) { self.state.withLock { $0.connectionsTimedOut[reason, default: 0] += 1 } }
+    func acceptError() { self.state.withLock { $0.acceptErrors += 1 } }
 
     /// The count of calls of `method` answered with `code` so far.
     public func count(method: String, code: StatusCode) -> UInt64 {
@@ -72,17 +78,39 @@ public final class RequestMetrics: Sendable {
             out += "paymentsd_request_duration_seconds_sum{method=\"\(method)\"} \(histogram.sum)\n"
             out += "paymentsd_request_duration_seconds_count{method=\"\(method)\"} \(histogram.count)\n"
         }
-        out += "# HELP paymentsd_frame_errors_total Connections closed for a bad frame, by reason.\n"
-        out += "# TYPE paymentsd_frame_errors_total counter\n"
-        for (reason, count) in state.frameErrors.sorted(by: { $0.key < $1.key }) {
-            out += "paymentsd_frame_errors_total{reason=\"\(reason)\"} \(count)\n"
-        }
-        out += "# HELP paymentsd_connections_open Client connections open now.\n"
-        out += "# TYPE paymentsd_connections_open gauge\n"
-        out += "paymentsd_connections_open \(state.connectionsOpen)\n"
-        out += "# HELP paymentsd_connections_total Client connections accepted.\n"
-        out += "# TYPE paymentsd_connections_total counter\n"
-        out += "paymentsd_connections_total \(state.connectionsTotal)\n"
+        Self.family(
+            "paymentsd_frame_errors_total", "Connections closed for a bad frame, by reason.", type: "counter",
+            label: "reason", state.frameErrors, into: &out)
+        Self.family("paymentsd_connections_open", "Client connections open now.", type: "gauge", state.connectionsOpen, into: &out)
+        Self.family(
+            "paymentsd_connections_total", "Client connections accepted.", type: "counter", state.connectionsTotal, into: &out)
+        Self.family(
+            "paymentsd_connections_refused_total",
+            "Connections answered too_many_connections and closed (the cap, or no descriptors left).", type: "counter",
+            state.connectionsRefused, into: &out)
+        Self.family(
+            "paymentsd_connections_timed_out_total", "Connections closed for a half-sent frame or for idling, by reason.",
+            type: "counter", label: "reason", state.connectionsTimedOut, into: &out)
+        Self.family(
+            "paymentsd_accept_errors_total", "Accepts that failed (descriptor limits).", type: "counter",
+            state.acceptErrors, into: &out)
         return out
+    }
+
+    /// One metric family without labels.
+    private static func family(
+        _ name: String, _ help: String, type: String, _ value: some BinaryInteger, into out: inout String
+    ) {
+        out += "# HELP \(name) \(help)\n# TYPE \(name) \(type)\n\(name) \(value)\n"
+    }
+
+    /// One metric family with a sample per value of one label, in the label's order.
+    private static func family(
+        _ name: String, _ help: String, type: String, label: String, _ values: [String: UInt64], into out: inout String
+    ) {
+        out += "# HELP \(name) \(help)\n# TYPE \(name) \(type)\n"
+        for (value, count) in values.sorted(by: { $0.key < $1.key }) {
+            out += "\(name){\(label)=\"\(value)\"} \(count)\n"
+        }
     }
 }

@@ -5,13 +5,18 @@ import PaymentsStore
 import PaymentsWire
 
 extension PaymentsMethods {
-    /// `Health`: answers from the store, so a daemon whose database is gone is not reported healthy.
+    /// `Health`: answers from the store, so a daemon whose database is gone, or cannot take writes
+    /// now, is not reported healthy.
     func health(_ request: HealthRequest, _ context: CallContext) async throws -> HealthReply {
-        let pending = try await self.store.read { connection in
-            try OperationLog.pendingCount(connection)
+        var serving = await self.store.trouble() == nil
+        var pending: Int64 = 0
+        do {
+            pending = try await self.store.read { connection in try OperationLog.pendingCount(connection) }
+        } catch is StorageTrouble {
+            serving = false
         }
         return HealthReply(
-            status: .serving, version: PaymentsVersion.current,
+            status: serving ? .serving : .notServing, version: PaymentsVersion.current,
             uptimeSeconds: UInt64((ContinuousClock.now - self.startedAt).components.seconds),
             pendingOperations: UInt64(pending))
     }

@@ -37,8 +37,9 @@ public struct PaymentsMethods: Sendable {
         self.now = now
     }
 
-    /// The stages every call passes through before its handler: request idempotency.
-    public func interceptors() -> [any ServerInterceptor] { [self.idempotency] }
+    /// The stages every call passes through before its handler: the deadline of its writes, then
+    /// request idempotency (whose own writes the deadline bounds too).
+    public func interceptors() -> [any ServerInterceptor] { [StoreDeadline(), self.idempotency] }
 
     /// The method table for the dispatcher.
     public func table() -> MethodTable {

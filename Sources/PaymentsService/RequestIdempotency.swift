@@ -107,6 +107,9 @@ final class RequestIdempotency: ServerInterceptor {
                 } catch let error as PaymentsError where Self.isFinal(error.rpcError.code) {
                     try await self.saveUnlessSaved(recorder, ResponseEnvelope(requestID: 0, status: error.rpcError.status))
                     throw error
+                } catch let error as StorageTrouble {
+                    // The database cannot take the mark either; the retry finds the key free.
+                    throw error
                 } catch {
                     // The call's own error matters more than a failure to mark the key.
                     try? await self.markTaken(recorder)

@@ -1,4 +1,8 @@
 import CSQLite
+import CSystemShims
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// One SQLite connection, closed when released.
 ///
@@ -6,7 +10,13 @@ import CSQLite
 /// `Store` confines each to its own serial queue.
 public final class Connection {
     let handle: OpaquePointer
+    private let path: String
     private var statements: [String: Statement] = [:]
+    private var busyTimeoutMS: Int32 = -1
+    /// The write-ahead log's identity when first seen: SQLite notices a main file that moved, not a log.
+    private var walIdentity: (device: UInt64, inode: UInt64)?
+    /// The database's three files, opened for reading their attributes only.
+    private var attributeDescriptors: [String: Int32] = [:]
 
     /// Opens (creating if needed) the database at `path`.
     public init(path: String) throws {
@@ -19,10 +29,57 @@ public final class Connection {
             throw SQLiteError(code: ResultCode(rawValue: code), message: message)
         }
         self.handle = handle
+        self.path = path
         sqlite3_extended_result_codes(handle, 1)
     }
 
+    /// Whether SQLite opened the database for reading only.
+    var isReadOnly: Bool { sqlite3_db_readonly(self.handle, "main") == 1 }
+
+    /// How long a statement waits for another process's lock before it fails with SQLITE_BUSY.
+    func setBusyTimeout(milliseconds: Int) {
+        let value = Int32(clamping: max(milliseconds, 0))
+        guard value != self.busyTimeoutMS else { return }
+        sqlite3_busy_timeout(self.handle, value)
+        self.busyTimeoutMS = value
+    }
+
+    /// Whether a file of the database was made immutable (or append-only): SQLite maps its -shm
+    /// file, and a write to that mapping would end the process with SIGBUS instead of an error.
+    func isImmutable() -> Bool {
+        for suffix in ["", "-wal", "-shm"] {
+            let file = self.path + suffix
+            if self.attributeDescriptors[file] == nil {
+                let descriptor = open(file, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)
+                guard descriptor >= 0 else { continue }
+                self.attributeDescriptors[file] = descriptor
+            }
+            if let descriptor = self.attributeDescriptors[file], paymentsd_file_is_immutable(descriptor) != 0 { return true }
+        }
+        return false
+    }
+
+    /// Whether the file this connection writes is still the one at its path: false once the database
+    /// or its write-ahead log was unlinked, renamed or replaced, when commits only reach a file that
+    /// a restart will not find.
+    func isStillAtItsPath() -> Bool {
+        var moved: Int32 = 0
+        if paymentsd_sqlite3_has_moved(self.handle, &moved) == SQLITE_OK, moved != 0 { return false }
+        var info = stat()
+        guard stat(self.path + "-wal", &info) == 0 else {
+            // The log exists from the first transaction on, for as long as a connection is open.
+            return self.walIdentity == nil && errno == ENOENT
+        }
+        let identity = (device: UInt64(info.st_dev), inode: UInt64(info.st_ino))
+        guard let known = self.walIdentity else {
+            self.walIdentity = identity
+            return true
+        }
+        return known == identity
+    }
+
     deinit {
+        for descriptor in self.attributeDescriptors.values { close(descriptor) }
         self.statements.removeAll()
         sqlite3_close_v2(self.handle)
     }

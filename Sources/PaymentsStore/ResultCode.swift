@@ -29,7 +29,16 @@ public struct ResultCode: RawRepresentable, Hashable, Sendable, CustomStringConv
     /// A trigger's `RAISE(ABORT, ...)`: the refund cap, the append-only audit trail.
     public static let constraintTrigger = ResultCode(rawValue: Int32(PAYMENTSD_SQLITE_CONSTRAINT_TRIGGER))
     public static let misuse = ResultCode(rawValue: SQLITE_MISUSE)
+    /// The file is not an SQLite database.
+    public static let notADatabase = ResultCode(rawValue: SQLITE_NOTADB)
     public static let range = ResultCode(rawValue: SQLITE_RANGE)
+    public static let full = ResultCode(rawValue: SQLITE_FULL)
+    public static let readOnly = ResultCode(rawValue: SQLITE_READONLY)
+    public static let ioError = ResultCode(rawValue: SQLITE_IOERR)
+    public static let cantOpen = ResultCode(rawValue: SQLITE_CANTOPEN)
+    public static let corrupt = ResultCode(rawValue: SQLITE_CORRUPT)
+    public static let protocolError = ResultCode(rawValue: SQLITE_PROTOCOL)
+    public static let noLargeFileSupport = ResultCode(rawValue: SQLITE_NOLFS)
 
     public static func ~= (pattern: ResultCode, code: ResultCode) -> Bool {
         pattern.isPrimary ? pattern == code.primary : pattern == code

@@ -12,17 +12,33 @@ import Glibc
 /// (and fsyncs, with `synchronous=FULL`) stay off the Swift concurrency pool
 /// and off the event loops.
 public final class Store: Sendable {
+    /// The deadline of the call a write is made for, set around each call's handler. A write that
+    /// waits past it for the writer is not run, and its wait for another process's lock ends by then.
+    @TaskLocal public static var callDeadline: ContinuousClock.Instant?
+
     private let writer: ConfinedConnection
     private let reader: ConfinedConnection
+    private let busyTimeoutMS: Int
+    private let condition: StorageCondition
     public let path: String
 
     /// Opens the database at `path`, creating it if needed, and migrates it.
     ///
+    /// - Parameter onConditionChange: told when writes start failing for a storage reason and when
+    ///   they work again (nil), once per change, so the daemon logs an episode once.
     /// - Throws: `StoreError.databaseNewerThanBinary` for a database written by
-    ///   a newer paymentsd; `SQLiteError` when the file cannot be opened.
-    public init(path: String, migrator: Migrator = Migrator(), busyTimeoutMS: Int = 5000) throws {
+    ///   a newer paymentsd, `StoreError.readOnly` for a file it cannot write; `SQLiteError` when
+    ///   the file cannot be opened.
+    public init(
+        path: String, migrator: Migrator = Migrator(), busyTimeoutMS: Int = 5000,
+        onConditionChange: @escaping @Sendable (StorageTrouble?) -> Void = { _ in }
+    ) throws {
         self.path = path
+        self.busyTimeoutMS = busyTimeoutMS
+        self.condition = StorageCondition(onChange: onConditionChange)
         let writer = try Connection(path: path)
+        // SQLite opens a file it may not write for reading only, and every write would fail later.
+        guard !writer.isReadOnly else { throw StoreError.readOnly }
         try Self.configure(writer, busyTimeoutMS: busyTimeoutMS)
         try migrator.migrate(writer, now: Int64(time(nil)))
         let reader = try Connection(path: path)
@@ -34,13 +50,87 @@ public final class Store: Sendable {
 
     /// Runs `body` in one `BEGIN IMMEDIATE` transaction on the writer.
     /// Committed when `body` returns, rolled back when it throws.
+    ///
+    /// - Throws: `StorageTrouble` when the database cannot take the write (nothing was committed
+    ///   that a restart would find), or when the call's deadline passed before the write could start.
     public func write<Result: Sendable>(_ body: @escaping @Sendable (Connection) throws -> Result) async throws -> Result {
-        try await self.writer.run { connection in try connection.transaction(immediate: true) { try body(connection) } }
+        let deadline = Self.callDeadline
+        // Only a write that was still in time when it was asked for is bound by the deadline: the
+        // bookkeeping after a Stripe call that used the whole deadline must still be recorded.
+        let bounded = deadline.map { ContinuousClock.now < $0 } ?? false
+        return try await self.writer.run { connection in
+            if let trouble = self.condition.permanent { throw trouble }
+            var busyTimeout = self.busyTimeoutMS
+            if let deadline {
+                let left = deadline - .now
+                if bounded {
+                    guard left > .zero else { throw StorageTrouble.deadlinePassed }
+                    busyTimeout = min(busyTimeout, Int(left / .milliseconds(1)))
+                } else {
+                    // Bookkeeping after the deadline runs, but does not keep the caller waiting on
+                    // another process's lock: if it cannot be had now, the operation stays pending
+                    // and the janitor finishes it.
+                    busyTimeout = 0
+                }
+            }
+            connection.setBusyTimeout(milliseconds: busyTimeout)
+            guard !connection.isImmutable() else { throw self.condition.record(.readOnly) }
+            let result = try self.classified {
+                try connection.transaction(immediate: true) { try body(connection) }
+            }
+            guard connection.isStillAtItsPath() else {
+                throw self.condition.record(.unavailable("the database file \(self.path) was removed or replaced"))
+            }
+            self.condition.recordSuccess()
+            return result
+        }
     }
 
     /// Runs `body` in one read transaction (a consistent snapshot) on the reader.
     public func read<Result: Sendable>(_ body: @escaping @Sendable (Connection) throws -> Result) async throws -> Result {
-        try await self.reader.run { connection in try connection.transaction(immediate: false) { try body(connection) } }
+        try await self.reader.run { connection in
+            // What the file held before it went away is no longer the daemon's state.
+            if let trouble = self.condition.permanent { throw trouble }
+            // A read marks the -shm file too.
+            guard !connection.isImmutable() else { throw StorageTrouble.readOnly }
+            return try self.classified(recording: false) {
+                try connection.transaction(immediate: false) { try body(connection) }
+            }
+        }
+    }
+
+    /// Why the database cannot take writes now, or nil when it can. Looks at the file itself too, so
+    /// a database removed under an idle daemon is noticed (Health, the watchdog).
+    ///
+    /// A busy lock is asked again (can the write lock be had now?); a full disk or a read-only file
+    /// passes with the next write that works, the janitor's at the latest.
+    public func trouble() async -> StorageTrouble? {
+        try? await self.reader.run { connection in
+            if connection.isStillAtItsPath() == false, self.condition.permanent == nil {
+                _ = self.condition.record(.unavailable("the database file \(self.path) was removed or replaced"))
+            }
+        }
+        if self.condition.current == .busy {
+            try? await self.writer.run { connection in
+                guard self.condition.current == .busy else { return }
+                connection.setBusyTimeout(milliseconds: 0)
+                if (try? connection.transaction(immediate: true) {}) != nil { self.condition.recordSuccess() }
+            }
+        }
+        return self.condition.current
+    }
+
+    /// Runs `body`, turning SQLite's storage errors into `StorageTrouble` (and remembering them).
+    private func classified<Result>(recording: Bool = true, _ body: () throws -> Result) throws -> Result {
+        do {
+            return try body()
+        } catch let error as SQLiteError {
+            guard let trouble = StorageTrouble.of(error) else { throw error }
+            if recording || trouble.isPermanent { throw self.condition.record(trouble) }
+            // The reader is query-only: a write attempted on it is a bug, not a read-only file.
+            if trouble == .readOnly { throw error }
+            throw trouble
+        }
     }
 
     /// Reports the pragmas in force on the writer: (journal_mode, synchronous, foreign_keys).
@@ -59,8 +149,10 @@ public final class Store: Sendable {
         // journal_mode answers with the mode in force, which may not be the one asked for.
         let mode = try connection.queryFirst("PRAGMA journal_mode = WAL")?.string(0)
         guard mode == "wal" else { throw StoreError.pragmaRefused("journal_mode=WAL (got \(mode ?? "nothing"))") }
-        // FULL: a commit that returned survives power loss; a payment is never forgotten.
-        try connection.executeScript("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;")
+        // FULL: a commit that returned survives power loss; a payment is never forgotten. No
+        // memory-mapped reads: a file truncated or made immutable under the daemon is then an I/O
+        // error SQLite reports, not a SIGBUS in the middle of a read.
+        try connection.executeScript("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; PRAGMA mmap_size = 0;")
     }
 }
 

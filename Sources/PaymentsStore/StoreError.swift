@@ -4,6 +4,8 @@ public enum StoreError: Error, Equatable, Sendable, CustomStringConvertible {
     case databaseNewerThanBinary(databaseVersion: Int, supportedVersion: Int)
     /// A pragma did not take effect (e.g. WAL refused on this file system).
     case pragmaRefused(String)
+    /// SQLite could open the file only for reading (a read-only mount, an immutable file).
+    case readOnly
 
     public var description: String {
         switch self {
@@ -12,6 +14,8 @@ public enum StoreError: Error, Equatable, Sendable, CustomStringConvertible {
                 + "run the newer paymentsd that wrote it, or restore a backup"
         case .pragmaRefused(let pragma):
             "SQLite refused \(pragma)"
+        case .readOnly:
+            "the file can only be read; paymentsd must be able to write it"
         }
     }
 }

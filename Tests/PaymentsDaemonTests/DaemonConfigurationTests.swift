@@ -37,6 +37,12 @@ import Testing
         #expect(try self.load(["STATE_DIRECTORY": "/var/lib/x", "PAYMENTSD_DB": "/tmp/p.db"]).databasePath == "/tmp/p.db")
     }
 
+    @Test func timeoutsInSeconds_takeDecimals() throws {
+        let configuration = try self.load(["PAYMENTSD_FRAME_TIMEOUT": "0.5", "PAYMENTSD_IDLE_TIMEOUT": "2"])
+        #expect(configuration.frameTimeout == .milliseconds(500))
+        #expect(configuration.idleTimeout == .seconds(2))
+    }
+
     @Test func groups_byNameOrNumber() throws {
         let configuration = try self.load(["PAYMENTSD_ALLOW_GIDS": "staff, 1000", "PAYMENTSD_ADMIN_GIDS": "7"])
         #expect(configuration.allowedGroups == [50, 1000])
@@ -48,7 +54,9 @@ import Testing
         ("PAYMENTSD_CHECKOUT_TTL", "86401"), ("PAYMENTSD_JANITOR_INTERVAL", "-1"), ("PAYMENTSD_LOG_LEVEL", "loud"),
         ("PAYMENTSD_ALLOW_GIDS", "no-such-group"), ("PAYMENTSD_ADMIN_GIDS", "staff,nope"),
         ("STRIPE_API_BASE", "ftp://x"), ("STRIPE_SECRET_KEY", "pk_test_public"), ("STRIPE_WEBHOOK_SECRETS", "nope"),
-        ("PAYMENTSD_TEST_DELAY_MS", "soon"),
+        ("PAYMENTSD_TEST_DELAY_MS", "soon"), ("PAYMENTSD_FRAME_TIMEOUT", "0"), ("PAYMENTSD_IDLE_TIMEOUT", "nan"),
+        ("PAYMENTSD_MAX_CONNECTIONS", "0"), ("PAYMENTSD_MEMORY_BUDGET", "1024"), ("PAYMENTSD_BUSY_TIMEOUT_MS", "-5"),
+        ("PAYMENTSD_SOCKET", "/run/" + String(repeating: "s", count: 103)),
     ])
     func badValue_namesTheVariable(variable: String, value: String) {
         #expect(self.failure([variable: value])?.variable == variable)

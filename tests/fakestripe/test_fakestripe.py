@@ -430,6 +430,17 @@ def test_replays_suffer_faults_too(client, fake):
     assert client.control("GET", "/_fake/faults").json["pending"] == []
 
 
+def test_omit_fields_fault_strips_the_answer_sent_not_the_one_stored(client, fake):
+    client.control("POST", "/_fake/faults",
+                   {"route": f"POST {SESSIONS}", "kind": "omit_fields", "fields": ["url"]})
+    first = client.post(SESSIONS, session_params(), key="no-url")
+    assert first.status == 200 and "url" not in first.json and first.json["id"], first
+    retry = client.post(SESSIONS, session_params(), key="no-url")
+    assert retry.headers["Idempotent-Replayed"] == "true"
+    assert retry.json["id"] == first.json["id"] and retry.json["url"], retry
+    assert client.control("POST", "/_fake/faults", {"route": f"POST {SESSIONS}", "kind": "omit_fields"}).status == 400
+
+
 def test_drop_fault_applies_nothing(client, fake):
     client.control("POST", "/_fake/faults", {"route": f"POST {SESSIONS}", "kind": "drop"})
     with pytest.raises((http.client.RemoteDisconnected, ConnectionError)):

@@ -526,8 +526,19 @@ def base_env(workdir: str) -> dict[str, str]:
         "STRIPE_WEBHOOK_SECRETS": WEBHOOK_SECRET,
         "STRIPE_API_BASE": "http://127.0.0.1:9",
         "PAYMENTSD_LOG_LEVEL": "debug",
+        # As the unit runs it: a crash report names frames, never registers or memory.
+        "SWIFT_BACKTRACE": systemd_backtrace_setting(),
     })
     return env
+
+
+def systemd_backtrace_setting() -> str:
+    """The unit's SWIFT_BACKTRACE, so the tests run the daemon the way systemd does."""
+    unit = REPO_ROOT / "systemd" / "paymentsd.service"
+    for line in unit.read_text().splitlines():
+        if line.startswith("Environment=SWIFT_BACKTRACE="):
+            return line.split("=", 2)[2]
+    raise AssertionError("systemd/paymentsd.service sets no SWIFT_BACKTRACE")
 
 
 class DaemonError(AssertionError):
