@@ -8,7 +8,7 @@ PREFIX ?= /usr/local
 DESTDIR ?=
 
 APT_PACKAGES := libprotobuf-c-dev protobuf-c-compiler libcurl4-openssl-dev libsqlite3-dev libssl-dev \
-                pkg-config systemd util-linux
+                pkg-config systemd util-linux e2fsprogs
 PROTO := proto/payments/v1/payments.proto
 PROTO_C_DIR := Sources/PaymentsProtoC
 RUN_DIR := var
