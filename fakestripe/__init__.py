@@ -17,6 +17,7 @@ API routes (``Authorization: Bearer <api key>``, default ``sk_test_fake``)::
 Control routes (no auth, JSON bodies and answers)::
 
     POST   /_fake/sessions/{id}/complete      {"paid": true, "payment_method": "card"}
+                                              or {"payment_status": "paid"|"unpaid"|"no_payment_required"}
     POST   /_fake/sessions/{id}/async_result  {"succeeded": true}
     POST   /_fake/sessions/{id}/expire        {}
     POST   /_fake/refunds                     {"payment_intent": "pi_..", "amount": 500, "reason": null}
@@ -24,6 +25,7 @@ Control routes (no auth, JSON bodies and answers)::
     POST   /_fake/config                      {"refund_status": "pending"|"succeeded",
                                                "subscription_price_amount": 1000, "currency": "usd"}
     GET    /_fake/clock                       POST /_fake/clock {"advance_seconds": 3600}
+                                              or {"offset_seconds": -345600} (set back: events in the past)
     POST   /_fake/faults                      {"route": "POST /v1/refunds", "kind": "status",
                                                "status": 500, "times": 2, "headers": {..}}
                                               kinds: status, delay (+ "ms"), apply_then_drop, drop

@@ -151,7 +151,18 @@ def clock(app, body, query):
 
 @route("POST", r"/_fake/clock")
 def advance_clock(app, body, query):
-    """Move the fake's clock forward: sessions expire, idempotency keys age."""
+    """Move the fake's clock forward (``advance_seconds``): sessions expire, idempotency keys age.
+
+    Or set its offset from real time (``offset_seconds``, may be negative): with the clock set
+    back, what happens next (a dashboard refund, a payment) is stamped in the past, like the
+    events Stripe made days ago; setting it back expires nothing.
+    """
+    if ("advance_seconds" in body) == ("offset_seconds" in body):
+        raise invalid_request("give one of advance_seconds and offset_seconds", param="advance_seconds")
+    if "offset_seconds" in body:
+        app.clock_offset = _field(body, "offset_seconds", int)
+        app.store.expire_due_sessions()
+        return {"now": app.now(), "offset_seconds": app.clock_offset}
     seconds = _field(body, "advance_seconds", int)
     if seconds < 0:
         raise invalid_request("advance_seconds must not be negative", param="advance_seconds")
@@ -164,9 +175,21 @@ def advance_clock(app, body, query):
 
 @route("POST", r"/_fake/sessions/(?P<session_id>[^/]+)/complete")
 def complete_session(app, body, query, session_id):
+    """The customer completes the session: ``payment_status`` ``paid`` (default), ``unpaid``
+    (an async method, settled later by ``async_result``) or ``no_payment_required`` (a
+    100%-off code: nothing charged, ``amount_total`` 0). ``paid`` (a boolean) is the older way
+    to say ``paid``/``unpaid``; given with ``payment_status`` it must agree."""
     paid = _field(body, "paid", bool, True)
+    status = _field(body, "payment_status", (str, type(None)), None,
+                    (None, "paid", "unpaid", "no_payment_required"))
+    if status is not None:
+        if "paid" in body and status != "no_payment_required" and paid != (status == "paid"):
+            raise invalid_request(f"paid={str(paid).lower()} contradicts payment_status={status}",
+                                  param="paid")
+        paid = status == "paid"
     method = _field(body, "payment_method", str, "card")
-    return app.store.complete_session(session_id, paid, method, late=_field(body, "late", bool, False))
+    return app.store.complete_session(session_id, paid, method, late=_field(body, "late", bool, False),
+                                      no_payment_required=status == "no_payment_required")
 
 
 @route("POST", r"/_fake/sessions/(?P<session_id>[^/]+)/async_result")

@@ -181,11 +181,18 @@ class Store:
             if session["status"] == "open" and session["expires_at"] <= now:
                 self.expire_session(session["id"], AT_STRIPE)
 
-    def complete_session(self, session_id: str, paid: bool, method: str, late: bool = False) -> dict:
+    def complete_session(self, session_id: str, paid: bool, method: str, late: bool = False,
+                         no_payment_required: bool = False) -> dict:
         """The customer finishes the payment page: paid now, or (async methods) later.
 
         ``late`` lets an already expired session complete: the race in which a payment
         confirmed at Stripe just as the session expired, which a merchant must still handle.
+
+        ``no_payment_required``: nothing is charged (a 100%-off promotion code, a free
+        trial). As at Stripe, the session completes with ``payment_status``
+        ``no_payment_required``, ``amount_total`` 0 (the whole subtotal shown as
+        ``total_details.amount_discount``) and no payment intent; a subscription is
+        ``trialing``.
         """
         session = self.session(session_id)
         if session["status"] != "open" and not (late and session["status"] == "expired"):
@@ -194,11 +201,17 @@ class Store:
         requested = self._session_requests[session_id]
         if session["mode"] == "subscription" and session["customer"] is None:
             session["customer"] = new_id("cus_", 14)
-        intent = self._create_payment_intent(session, paid, method, requested["payment_intent_metadata"])
-        session.update(status="complete", payment_status="paid" if paid else "unpaid",
-                       payment_intent=intent["id"], customer_details=copy.deepcopy(CUSTOMER_DETAILS))
+        if no_payment_required:
+            self._discount_everything(session)
+            session.update(status="complete", payment_status="no_payment_required", payment_intent=None,
+                           customer_details=copy.deepcopy(CUSTOMER_DETAILS))
+        else:
+            intent = self._create_payment_intent(session, paid, method, requested["payment_intent_metadata"])
+            session.update(status="complete", payment_status="paid" if paid else "unpaid",
+                           payment_intent=intent["id"], customer_details=copy.deepcopy(CUSTOMER_DETAILS))
         if session["mode"] == "subscription":
-            subscription = self._create_subscription(session, paid, requested["subscription_metadata"])
+            subscription = self._create_subscription(session, paid, requested["subscription_metadata"],
+                                                     trialing=no_payment_required)
             self.emit("customer.subscription.created", subscription, AT_STRIPE)
         self.emit("checkout.session.completed", session, AT_STRIPE)
         return session
@@ -255,7 +268,16 @@ class Store:
         }
         return intent
 
-    def _create_subscription(self, session: dict, paid: bool, metadata: dict) -> dict:
+    def _discount_everything(self, session: dict) -> None:
+        """A 100%-off code: every line and the session total come to 0."""
+        for line in self.line_items[session["id"]]:
+            line.update(amount_discount=line["amount_subtotal"], amount_total=0)
+        session["total_details"] = dict(session["total_details"] or {},
+                                        amount_discount=session["amount_subtotal"])
+        session["amount_total"] = 0
+
+    def _create_subscription(self, session: dict, paid: bool, metadata: dict,
+                             trialing: bool = False) -> dict:
         subscription_id = new_id("sub_")
         items = [{"id": new_id("si_", 14), "object": "subscription_item", "price": item["price"],
                   "quantity": item["quantity"]} for item in self.line_items[session["id"]]]
@@ -264,7 +286,7 @@ class Store:
             "currency": session["currency"], "customer": session["customer"],
             "items": self._list_of(items, f"/v1/subscription_items?subscription={subscription_id}"),
             "latest_invoice": new_id("in_"), "livemode": False, "metadata": dict(metadata),
-            "status": "active" if paid else "incomplete",
+            "status": "trialing" if trialing else "active" if paid else "incomplete",
         }
         self.subscriptions[subscription_id] = subscription
         session.update(subscription=subscription_id, invoice=subscription["latest_invoice"])

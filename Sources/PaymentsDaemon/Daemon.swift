@@ -129,6 +129,8 @@ public enum Daemon {
             configuration: .init(baseURL: configuration.stripeAPIBase, secretKey: configuration.stripeSecretKey.value))
         var checkoutConfiguration = CheckoutEngine.Configuration()
         checkoutConfiguration.checkoutTTL = Int64(configuration.checkoutTTL)
+        checkoutConfiguration.askStripeAfter = Int64(configuration.askStripeAfter)
+        checkoutConfiguration.eventsLookback = Int64(configuration.eventsLookback)
         let engine = Engine(store: store, stripe: stripe, configuration: checkoutConfiguration, logger: logger)
         let methods = PaymentsMethods(
             engine: engine, metrics: metrics,

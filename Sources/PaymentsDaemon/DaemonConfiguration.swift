@@ -26,6 +26,10 @@ public struct DaemonConfiguration: Sendable {
     public var adminGroups: Set<UInt32>
     public var checkoutTTL: Int
     public var janitorInterval: Int
+    /// Seconds of Stripe events the first catch-up fetches, and the age at which an open checkout
+    /// no event settled is asked about at Stripe.
+    public var eventsLookback: Int
+    public var askStripeAfter: Int
     public var logLevel: Logger.Level
     public var stripeAPIBase: String
     public var stripeSecretKey: Secret
@@ -122,6 +126,8 @@ public struct DaemonConfiguration: Sendable {
             adminGroups: try Self.groups("PAYMENTSD_ADMIN_GIDS", env: env, resolve: resolveGroup),
             checkoutTTL: try env.integer("PAYMENTSD_CHECKOUT_TTL", default: 1800, in: 1800...86400),
             janitorInterval: try env.integer("PAYMENTSD_JANITOR_INTERVAL", default: 30, in: 1...86400),
+            eventsLookback: try env.integer("PAYMENTSD_EVENTS_LOOKBACK", default: 3 * 86400, in: 60...(30 * 86400)),
+            askStripeAfter: try env.integer("PAYMENTSD_ASK_STRIPE_AFTER", default: 900, in: 1...86400),
             logLevel: logLevel,
             stripeAPIBase: apiBase,
             stripeSecretKey: Secret(secretKey),

@@ -32,4 +32,7 @@ public enum PaymentsError: Error, Sendable, Equatable {
     case claimHeld(key: String, dealID: String)
     /// ReleaseClaim of a name nobody has.
     case claimNotFound(String)
+    /// The amounts a caller gave for a subscription's Stripe prices differ from what Stripe will
+    /// charge (`stripe`, nil when Stripe did not say).
+    case priceMismatch(expected: Int64, stripe: Int64?)
 }

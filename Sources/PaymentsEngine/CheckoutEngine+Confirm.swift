@@ -35,15 +35,15 @@ extension CheckoutEngine {
                     return
                 }
                 switch (session.status, session.paymentStatus) {
-                case (.complete, .paid):
+                case (.complete, .paid), (.complete, .noPaymentRequired):
+                    // Nothing to pay (a 100%-off code, a trial) is as final as paid.
                     try Fulfilment.apply(db, open, paid: .init(session), source: "confirm", now: now)
                 case (.expired, _):
                     // Stripe confirms the expiry: only now is the stock let go (guarantee 5).
                     try PaymentRecord.transition(db, open, to: .expired, kind: "checkout.expired", detail: "source=confirm", now: now)
                     try CheckoutHolds.release(db, paymentID: open.paymentID, now: now)
-                case (.open, _), (.complete, .unpaid), (.complete, .noPaymentRequired):
-                    // Open, or complete with an asynchronous payment still settling; a session with
-                    // nothing to pay is left for reconciliation to settle (a later issue).
+                case (.open, _), (.complete, .unpaid):
+                    // Open, or complete with an asynchronous payment still settling.
                     break
                 }
             }

@@ -10,7 +10,7 @@ extension CheckoutEngine {
         do {
             operations = try await self.store.read { try OperationLog.unfinished($0, now: self.now(), force: force) }
         } catch {
-            self.logger.error("cannot list unfinished operations", metadata: ["error": "\(error)"])
+            self.logger.sweepFailure(.error, "cannot list unfinished operations", error: error)
             return 0
         }
         var finished = 0
@@ -24,9 +24,9 @@ extension CheckoutEngine {
                 self.logger.info(
                     "resumed operation", metadata: ["operation": "\(operation.id)", "from": "\(operation.recoveryPoint)"])
             } catch {
-                self.logger.warning(
-                    "resuming an operation failed; it stays pending",
-                    metadata: ["operation": "\(operation.id)", "error": "\(error)"])
+                self.logger.sweepFailure(
+                    .warning, "resuming an operation failed; it stays pending",
+                    error: error, metadata: ["operation": "\(operation.id)"])
             }
         }
         return finished

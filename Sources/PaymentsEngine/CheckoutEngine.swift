@@ -2,6 +2,7 @@ import Logging
 import PaymentsDomain
 import PaymentsStore
 import StripeClient
+import Synchronization
 
 #if canImport(Glibc)
 import Glibc
@@ -29,6 +30,11 @@ public final class CheckoutEngine: Sendable {
         public var checkoutTTL: Int64 = 1800
         /// How long a resumed step may take.
         public var resumeTimeout: Duration = .seconds(30)
+        /// Seconds after its creation an open checkout that no event settled is asked about at
+        /// Stripe (PAYMENTSD_ASK_STRIPE_AFTER); then again after a doubling backoff.
+        public var askStripeAfter: Int64 = 900
+        /// Seconds of events the first catch-up fetches (PAYMENTSD_EVENTS_LOOKBACK).
+        public var eventsLookback: Int64 = 3 * 86_400
 
         public init() {}
     }
@@ -42,6 +48,8 @@ public final class CheckoutEngine: Sendable {
     let configuration: Configuration
     let logger: Logger
     let now: @Sendable () -> Int64
+    /// Checkouts settled by asking Stripe (`askStripeAboutOpenCheckouts`).
+    let outcomes = Atomic<Int>(0)
 
     init(
         store: Store, stripe: StripeClient, locks: KeyedLockTable<String>, configuration: Configuration,

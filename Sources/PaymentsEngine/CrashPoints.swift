@@ -19,6 +19,8 @@ public enum CrashPoints {
         "create_checkout.customer_session_replaced",
         "stripe_event.stored",
         "confirm_checkout.session_retrieved",
+        "stripe_catch_up.page_fetched",
+        "stripe_catch_up.page_applied",
         "cancel_checkout.session_expired",
         "cancel_checkout.checkout_closed",
         "janitor.session_expired",

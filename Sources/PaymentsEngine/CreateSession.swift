@@ -24,6 +24,11 @@ struct CreateSession: OperationSteps {
         case record(CheckoutSession)
         /// A session nobody wants is expired at Stripe, never left open.                      (Stripe)
         case expireUnwanted(sessionID: String)
+        /// A subscription whose Stripe total differs from the caller's amounts: its session is
+        /// expired at Stripe first.                                                            (Stripe)
+        case expireMismatched(sessionID: String, expected: Int64, stripe: Int64?)
+        /// Then FAILED `price_mismatch`, holds released, the refusal stored as the answer.     (tx)
+        case recordMismatch(expected: Int64, stripe: Int64?)
         /// The operation finished after the unwanted session was expired.                      (tx)
         case finishUnwanted
         /// The payment as it ends.
@@ -35,6 +40,21 @@ struct CreateSession: OperationSteps {
     /// The call that opened the checkout: its answer commits with the session, or the refusal.
     let answer: AnswerRecorder<PaymentRecord>?
     let deadline: ContinuousClock.Instant
+
+    /// What the record step found.
+    private enum Recording {
+        case recorded(PaymentRecord)
+        /// The payment moved on: the session is not wanted.
+        case unwanted
+        case priceMismatch(expected: Int64, stripe: Int64?)
+    }
+
+    /// What a subscription's caller said its prices charge, when it said so (every item's
+    /// `unit_amount` given); nil otherwise, and for payment-mode checkouts (their amounts are sent).
+    static func amountExpected(_ payment: PaymentRecord) -> Int64? {
+        guard payment.mode == .subscription, payment.items.allSatisfy({ $0.unitAmount > 0 }) else { return nil }
+        return payment.items.reduce(0) { $0 + $1.quantity * $1.unitAmount }
+    }
 
     func perform(_ step: Step) async throws -> StepOutcome<Step, PaymentRecord> {
         let engine = self.engine
@@ -102,16 +122,25 @@ struct CreateSession: OperationSteps {
             throw PaymentsError.stripeUnavailable
 
         case .record(let session):
-            let recorded: PaymentRecord? = try await engine.store.write { db in
+            let recording: Recording = try await engine.store.write { db in
                 let now = engine.now()
                 guard var current = try PaymentRecord.load(db, paymentID: paymentID),
                     current.status == .created, current.checkoutSessionID == nil
                 else {
                     try OperationLog.advance(
                         db, .createSession, paymentID: paymentID, to: .expireUnwanted, detail: session.id, now: now)
-                    return nil
+                    return .unwanted
+                }
+                if let expected = Self.amountExpected(current), session.amountTotal != expected {
+                    // Nothing recorded: a crash from here on resumes at the create, whose answer
+                    // (the same session) is checked again.
+                    return .priceMismatch(expected: expected, stripe: session.amountTotal)
                 }
                 try PaymentRecord.recordSession(db, paymentID: paymentID, sessionID: session.id, url: session.url, now: now)
+                // A subscription's amount is its prices', which only Stripe knows.
+                try PaymentRecord.recordSettlement(
+                    db, paymentID: paymentID, paymentIntentID: nil, subscriptionID: nil, amountTotal: session.amountTotal)
+                if current.mode == .subscription, let total = session.amountTotal { current.amountTotal = total }
                 try AuditLog.append(
                     db, dealID: current.dealID, paymentID: paymentID, kind: "checkout.session_created",
                     detail: "checkout_session_id=\(session.id)", now: now)
@@ -120,10 +149,44 @@ struct CreateSession: OperationSteps {
                 current.checkoutURL = session.url
                 current.updatedAt = now
                 try self.answer.record(db, current, now: now)
-                return current
+                return .recorded(current)
             }
-            guard let recorded else { return .next(.expireUnwanted(sessionID: session.id), crashPoint: nil) }
-            return .next(.done(recorded), crashPoint: "create_checkout.session_recorded")
+            switch recording {
+            case .recorded(let recorded):
+                return .next(.done(recorded), crashPoint: "create_checkout.session_recorded")
+            case .unwanted:
+                return .next(.expireUnwanted(sessionID: session.id), crashPoint: nil)
+            case .priceMismatch(let expected, let stripe):
+                return .next(.expireMismatched(sessionID: session.id, expected: expected, stripe: stripe), crashPoint: nil)
+            }
+
+        case .expireMismatched(let sessionID, let expected, let stripe):
+            do {
+                _ = try await engine.stripe.expireCheckoutSession(
+                    sessionID, idempotencyKey: "paymentsd-\(paymentID)-expire-mismatched", deadline: self.deadline)
+            } catch StripeError.rejected {
+                // Not open any more: nothing of ours is left open at Stripe.
+            } catch let error as StripeError {
+                return .next(.recordUnavailable(error), crashPoint: nil)
+            }
+            return .next(.recordMismatch(expected: expected, stripe: stripe), crashPoint: nil)
+
+        case .recordMismatch(let expected, let stripe):
+            let refusal = PaymentsError.priceMismatch(expected: expected, stripe: stripe)
+            try await engine.store.write { db in
+                let now = engine.now()
+                guard let current = try PaymentRecord.load(db, paymentID: paymentID), current.status == .created else {
+                    return
+                }
+                try PaymentRecord.transition(
+                    db, current, to: .failed, kind: "checkout.price_mismatch",
+                    detail: "expected=\(expected) stripe=\(stripe.map(String.init) ?? "unknown")",
+                    failureReason: "price_mismatch", now: now)
+                try CheckoutHolds.release(db, paymentID: paymentID, now: now)
+                try OperationLog.finish(db, .createSession, paymentID: paymentID, now: now)
+                try self.answer.record(db, failure: refusal, now: now)
+            }
+            throw refusal
 
         case .expireUnwanted(let sessionID):
             do {

@@ -19,6 +19,7 @@ public struct Engine: Sendable {
     public let checkout: CheckoutEngine
     public let events: EventInbox
     public let janitor: Janitor
+    public let catchUp: EventCatchUp
 
     public var refunds: RefundEngine { self.checkout.refunds }
 
@@ -35,6 +36,9 @@ public struct Engine: Sendable {
         self.locks = locks
         self.checkout = checkout
         self.events = events
-        self.janitor = Janitor(checkout: checkout, events: events, logger: logger)
+        let catchUp = EventCatchUp(
+            store: store, stripe: stripe, inbox: events, lookback: configuration.eventsLookback, logger: logger, now: now)
+        self.catchUp = catchUp
+        self.janitor = Janitor(checkout: checkout, events: events, catchUp: catchUp, logger: logger)
     }
 }

@@ -151,6 +151,15 @@ public final class EventInbox: Sendable {
         }
     }
 
+    /// Whether a completed session's payment status ends the checkout: paid, or nothing to pay (a
+    /// 100%-off code, a trial); `unpaid` waits for the asynchronous result.
+    private static func isSettled(_ paymentStatus: String?) -> Bool {
+        switch paymentStatus.flatMap(CheckoutSession.PaymentStatus.init(rawValue:)) {
+        case .paid, .noPaymentRequired: true
+        case .unpaid, nil: false
+        }
+    }
+
     /// Whose an event is, as far as the database knows now.
     private enum Owner {
         case deal(String)
@@ -200,9 +209,7 @@ public final class EventInbox: Sendable {
         let note: String
         var refund: String? = nil
         switch type {
-        case "checkout.session.completed"
-        where event.paymentStatus.flatMap(CheckoutSession.PaymentStatus.init(rawValue:)) == .paid,
-            "checkout.session.async_payment_succeeded":
+        case "checkout.session.completed" where Self.isSettled(event.paymentStatus), "checkout.session.async_payment_succeeded":
             let paid = Fulfilment.Settlement(
                 paymentIntentID: event.paymentIntentID, subscriptionID: event.subscriptionID,
                 amountTotal: event.amountTotal)

@@ -26,23 +26,34 @@ public final class Janitor: Sendable {
 
     private let checkout: CheckoutEngine
     private let events: EventInbox
+    private let catchUp: EventCatchUp
     private let logger: Logger
+    /// Open checkouts a sweep asks Stripe about at most; Reconcile asks about more.
+    static let askLimitPerSweep = 20
+    static let askLimitPerReconcile = 100
 
-    init(checkout: CheckoutEngine, events: EventInbox, logger: Logger) {
+    init(checkout: CheckoutEngine, events: EventInbox, catchUp: EventCatchUp, logger: Logger) {
         self.checkout = checkout
         self.events = events
+        self.catchUp = catchUp
         self.logger = logger
     }
 
-    /// One sweep; `force` resumes every unfinished operation regardless of its backoff (start-up, Reconcile).
-    public func sweep(force: Bool) async -> Report {
+    /// One sweep; `force` resumes every unfinished operation regardless of its backoff (start-up,
+    /// Reconcile). `askingEveryOpen` (Reconcile) asks Stripe about every open checkout, whatever its
+    /// age and backoff; a sweep otherwise asks about those past PAYMENTSD_ASK_STRIPE_AFTER only.
+    public func sweep(force: Bool, askingEveryOpen: Bool = false) async -> Report {
         var report = Report()
         // A database removed or damaged under the daemon was reported once, when it was noticed;
         // a sweep would only fail at every step and say so again. Passing trouble is swept through:
         // the sweep's first write that works ends it.
         if await self.checkout.store.trouble()?.isPermanent == true { return report }
         report.resumed = await self.checkout.resumeUnfinished(force: force)
-        report.repaired = await self.events.applyPending()
+        // What Stripe made while no webhook came, before anything is decided from the daemon's own clock.
+        report.repaired = await self.catchUp.run(deadline: .now + .seconds(60))
+        report.repaired += await self.events.applyPending()
+        report.repaired += await self.checkout.askStripeAboutOpenCheckouts(
+            everyOpen: askingEveryOpen, limit: askingEveryOpen ? Self.askLimitPerReconcile : Self.askLimitPerSweep)
         report.repaired += await self.checkout.refunds.settleStalePending(deadline: .now + .seconds(30))
         report.expired = await self.expireOverdue()
         do {
@@ -50,7 +61,7 @@ public final class Janitor: Sendable {
             report.stuck = counts.stuck
             report.orphans = counts.orphans
         } catch {
-            self.logger.error("cannot count stuck operations", metadata: ["error": "\(error)"])
+            self.logger.sweepFailure(.error, "cannot count stuck operations", error: error)
         }
         if report != Report() { self.logger.info("janitor sweep", metadata: ["report": "\(report)"]) }
         return report
@@ -71,7 +82,7 @@ public final class Janitor: Sendable {
         do {
             overdue = try await self.checkout.store.read { try Invariants.overdueCheckouts($0, cutoff: cutoff) }
         } catch {
-            self.logger.error("cannot list overdue checkouts", metadata: ["error": "\(error)"])
+            self.logger.sweepFailure(.error, "cannot list overdue checkouts", error: error)
             return 0
         }
         var expired = 0
@@ -81,9 +92,9 @@ public final class Janitor: Sendable {
                     expired += 1
                 }
             } catch {
-                self.logger.warning(
-                    "expiring an overdue checkout failed; retried next sweep",
-                    metadata: ["payment_id": "\(paymentID)", "error": "\(error)"])
+                self.logger.sweepFailure(
+                    .warning, "expiring an overdue checkout failed; retried next sweep",
+                    error: error, metadata: ["payment_id": "\(paymentID)"])
             }
         }
         return expired

@@ -158,7 +158,7 @@ public final class RefundEngine: Sendable {
         do {
             stale = try await self.store.read { db in try RefundRecord.stalePending(db, touchedBefore: self.now() - age) }
         } catch {
-            self.logger.error("cannot list pending refunds", metadata: ["error": "\(error)"])
+            self.logger.sweepFailure(.error, "cannot list pending refunds", error: error)
             return 0
         }
         var settled = 0
@@ -174,8 +174,9 @@ public final class RefundEngine: Sendable {
                 }
                 if object.status?.isFinal == true { settled += 1 }
             } catch {
-                self.logger.warning(
-                    "asking Stripe about a pending refund failed", metadata: ["refund_id": "\(refund.refundID)", "error": "\(error)"])
+                self.logger.sweepFailure(
+                    .warning, "asking Stripe about a pending refund failed",
+                    error: error, metadata: ["refund_id": "\(refund.refundID)"])
             }
         }
         return settled

@@ -59,19 +59,27 @@ public struct StripeEventSummary: Sendable, Equatable {
 
     /// Parses a verified webhook body; nil when it is not an event.
     public static func parse(_ payload: [UInt8]) -> StripeEventSummary? {
-        guard let envelope = try? JSONDecoder().decode(Envelope.self, from: Data(payload)),
-            !envelope.id.isEmpty, !envelope.type.isEmpty
-        else { return nil }
+        try? JSONDecoder().decode(StripeEventSummary.self, from: Data(payload))
+    }
+}
+
+extension StripeEventSummary: Decodable {
+    /// Decodes one event, of a webhook body or of an Events API page.
+    public init(from decoder: any Decoder) throws {
+        let envelope = try Envelope(from: decoder)
+        guard !envelope.id.isEmpty, !envelope.type.isEmpty else {
+            throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath, debugDescription: "not an event"))
+        }
         let object = envelope.data.object
         let isSession = object.object == "checkout.session"
         let isSubscription = object.object == "subscription"
-        let refunds = envelope.data.refund.map { [$0] } ?? (object.object == "charge" ? object.refunds?.data ?? [] : [])
-        return StripeEventSummary(
+        self.init(
             eventID: envelope.id, type: envelope.type, created: envelope.created ?? 0, objectID: object.id ?? "",
             dealID: object.metadata?["deal_id"] ?? (isSession ? object.client_reference_id : nil),
             paymentID: isSession || isSubscription || object.object == "refund" ? object.metadata?["payment_id"] : nil,
             objectStatus: object.status, paymentStatus: object.payment_status, paymentIntentID: object.payment_intent,
             subscriptionID: isSubscription ? object.id : object.subscription,
-            amountTotal: isSession ? object.amount_total : nil, refunds: refunds)
+            amountTotal: isSession ? object.amount_total : nil,
+            refunds: envelope.data.refund.map { [$0] } ?? (object.object == "charge" ? object.refunds?.data ?? [] : []))
     }
 }

@@ -40,11 +40,14 @@ enum CheckoutValidation {
                 "an item's name is 1 to 250 printable characters")
             try Field.check((1...1000).contains(item.quantity), "\(name).quantity", "quantity must be 1 to 1000")
             if subscription {
-                // Stripe's price says what it costs; an amount here could only disagree with it.
                 try Field.check(
                     Field.isPriceID(item.priceID), "\(name).price_id",
                     "a subscription item names a Stripe price: price_ and 1 to 122 of [A-Za-z0-9_]")
-                try Field.check(item.unitAmount == 0, "\(name).unit_amount", "a subscription item's price sets its amount: leave unit_amount 0")
+                // An amount here is what the caller expects the price to charge; Stripe's answer is
+                // checked against it. 0 leaves it to the price.
+                try Field.check(
+                    (0...99_999_999).contains(item.unitAmount), "\(name).unit_amount",
+                    "a subscription item's unit_amount is 0 (the price decides) or 1 to 99999999 minor units")
             } else {
                 try Field.check(
                     (1...99_999_999).contains(item.unitAmount), "\(name).unit_amount",

@@ -69,6 +69,11 @@ extension PaymentsError: RPCErrorConvertible {
                 details: [Header("key", key), Header("deal_id", dealID)])
         case .claimNotFound(let key):
             RPCError(.notFound, "claim_not_found", "nobody has this name", details: [Header("key", key)])
+        case .priceMismatch(let expected, let stripe):
+            RPCError(
+                .failedPrecondition, "price_mismatch",
+                "Stripe's prices charge another amount than the items say; the checkout was not opened",
+                details: [Header("expected", String(expected)), Header("stripe", stripe.map(String.init) ?? "unknown")])
         }
     }
 }

@@ -25,6 +25,7 @@ extension PaymentsMethods {
     /// operator watches (guarantee 13), read from the store at the time of the call.
     func metrics(_ request: MetricsRequest, _ context: CallContext) async throws -> MetricsReply {
         let now = self.now()
+        let askAfter = self.checkout.askStripeAfter
         let gauges = try await self.store.read { db in
             let counts = try Janitor.counts(db)
             let overdue = try Invariants.overdueCheckouts(db, cutoff: now - Janitor.expiryGrace).count
@@ -42,11 +43,26 @@ extension PaymentsMethods {
                 ("paymentsd_payments_late", "Payments that arrived for a checkout already closed.", late),
                 ("paymentsd_payments_over_refunded", "Payments whose succeeded refunds exceed the amount paid.", overRefunded),
                 ("paymentsd_claims_held_without_checkout", "Names held for a checkout that is no longer open.", strayHolds),
+                ("paymentsd_payments_outcome_unknown",
+                 "Open checkouts older than PAYMENTSD_ASK_STRIPE_AFTER: only Stripe knows whether they were paid.",
+                 try OutcomeChecks.unknownCount(db, createdBefore: now - askAfter)),
+                ("paymentsd_stripe_events_cursor_age_seconds",
+                 "Seconds since the Events API catch-up last read Stripe's list to its end (-1: not yet).",
+                 try StripeEventCursor.load(db).reachedEndAt.map { Int(now - $0) } ?? -1),
             ]
         }
         var text = self.metrics.exposition()
         for (name, help, value) in gauges {
             text += "# HELP \(name) \(help)\n# TYPE \(name) gauge\n\(name) \(value)\n"
+        }
+        let counters = [
+            ("paymentsd_stripe_events_caught_up_total", "Events fetched from the Events API that no webhook had brought.",
+             self.catchUp.caughtUpTotal),
+            ("paymentsd_payments_settled_by_asking_total", "Open checkouts settled by asking Stripe about their session.",
+             self.checkout.settledByAskingTotal),
+        ]
+        for (name, help, value) in counters {
+            text += "# HELP \(name) \(help)\n# TYPE \(name) counter\n\(name) \(value)\n"
         }
         return MetricsReply(text: text)
     }

@@ -18,6 +18,7 @@ public struct PaymentsMethods: Sendable {
     let idempotency: RequestIdempotency
     let events: EventInbox
     let janitor: Janitor
+    let catchUp: EventCatchUp
     let verifier: WebhookVerifier
     let startedAt: ContinuousClock.Instant
     let now: @Sendable () -> Int64
@@ -32,6 +33,7 @@ public struct PaymentsMethods: Sendable {
         self.idempotency = RequestIdempotency(store: engine.store, locks: engine.locks, now: now)
         self.events = engine.events
         self.janitor = engine.janitor
+        self.catchUp = engine.catchUp
         self.verifier = verifier
         self.startedAt = startedAt
         self.now = now
@@ -76,7 +78,7 @@ public struct PaymentsMethods: Sendable {
             try await self.releaseClaim(ref, context)
         }
         table.register(.reconcile, ReconcileRequest.self) { _, _ in
-            let report = await self.janitor.sweep(force: true)
+            let report = await self.janitor.sweep(force: true, askingEveryOpen: true)
             return ReconcileReport(
                 expired: UInt64(report.expired), resumed: UInt64(report.resumed), repaired: UInt64(report.repaired),
                 orphans: UInt64(report.orphans), stuck: UInt64(report.stuck))

@@ -137,8 +137,9 @@ extension PaymentRecord {
         return db.changes == 1
     }
 
-    /// Records what Stripe says of a paid checkout: its payment intent and subscription (kept once
-    /// known), and for a subscription what it charged (its prices', known only to Stripe).
+    /// Records what Stripe says of a checkout: its payment intent and subscription (kept once
+    /// known), and what it charges: a subscription's prices' total, known only to Stripe, or nothing
+    /// at all when a discount covers everything (`no_payment_required`).
     public static func recordSettlement(
         _ db: Connection, paymentID: String, paymentIntentID: String?, subscriptionID: String?, amountTotal: Int64?
     ) throws {
@@ -146,7 +147,7 @@ extension PaymentRecord {
             """
             UPDATE payments SET payment_intent_id = coalesce(?, payment_intent_id),
                 subscription_id = coalesce(?, subscription_id),
-                amount_total = CASE WHEN mode = 'SUBSCRIPTION' THEN coalesce(?, amount_total) ELSE amount_total END
+                amount_total = coalesce(?, amount_total)
             WHERE payment_id = ?
             """, paymentIntentID, subscriptionID, amountTotal, paymentID)
     }

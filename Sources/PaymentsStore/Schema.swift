@@ -253,5 +253,23 @@ public enum Schema {
                 -- its idempotency key, and the attempt gets a fresh expires_at.
                 ALTER TABLE payments ADD COLUMN session_attempt INTEGER NOT NULL DEFAULT 0;
                 """),
+        Migration(
+            version: 7, name: "reconciliation",
+            sql: """
+                -- How often Stripe was asked about an open checkout whose outcome no event settled, and
+                -- when it may be asked again (the backoff doubles with each answer "still open").
+                ALTER TABLE payments ADD COLUMN outcome_checks INTEGER NOT NULL DEFAULT 0;
+                ALTER TABLE payments ADD COLUMN outcome_next_check_at INTEGER;
+                CREATE INDEX payments_open_by_age ON payments(created_at) WHERE status = 'CREATED';
+
+                -- Where the Events API catch-up got to: the newest event applied, and when the list was
+                -- last read to its end. One row.
+                CREATE TABLE stripe_event_cursor (
+                    id INTEGER PRIMARY KEY CHECK (id = 1),
+                    event_id TEXT,
+                    event_created INTEGER,
+                    reached_end_at INTEGER
+                ) STRICT;
+                """),
     ]
 }

@@ -87,6 +87,15 @@ public final class StripeClient: Sendable {
         }
     }
 
+    /// `GET /v1/events`: one page, newest first, with Stripe's `has_more`. `Event` is the caller's
+    /// decoding of an event (the engine keeps only the fields it acts on).
+    public func listEvents<Event: Decodable & Sendable>(
+        _ query: EventListQuery, as: Event.Type, deadline: ContinuousClock.Instant
+    ) async throws -> (events: [Event], hasMore: Bool) {
+        let page: ListPage<Event> = try await self.call("GET", "/v1/events", query.parameters, deadline: deadline)
+        return (page.data, page.has_more ?? false)
+    }
+
     private func call<Object: Decodable>(
         _ method: String, _ path: String, _ parameters: FormParameters, idempotencyKey: String? = nil,
         deadline: ContinuousClock.Instant

@@ -70,6 +70,9 @@ import Glibc
         let refund = try await world.refund(payment, amount: 3000, key: "k1")
         #expect(refund.status == .pending)
         try await world.control("POST", "/_fake/refunds/\(refund.stripeRefundID!)/resolve", #"{"status": "succeeded"}"#)
+        // The Events API is down too, so the catch-up cannot bring the refund's event either.
+        try await world.control(
+            "POST", "/_fake/faults", #"{"route": "GET /v1/events", "kind": "status", "status": 500, "times": 100}"#)
 
         // Not stale yet: the webhook may still come.
         await world.janitor.sweep(force: false)
@@ -81,6 +84,7 @@ import Glibc
         after = try await world.store.read { try PaymentRecord.load($0, paymentID: payment.paymentID)! }
         #expect(after.refunds.map(\.status) == [.succeeded])
         #expect(after.status == .refunded)
+        #expect(try await world.requestCount("GET /v1/refunds/{refund}") == 1)
     }
 
     @Test func theDatabaseRefusesRefundsBeyondTheAmountPaid() async throws {
@@ -118,5 +122,21 @@ extension EngineWorld {
                 callerUID: 0, idempotencyKey: key, requestHash: Array(key.utf8)),
             deadline: .now + .seconds(30)
         ).refund
+    }
+}
+
+extension RefundEngineTests {
+    @Test func aRefundSettledAtStripeWhileNoWebhookCame_isCaughtUpFromTheEventsAPI() async throws {
+        let world = try await World()
+        defer { world.fake.stop() }
+        let payment = try await world.paidPayment("d-caught-up")
+        try await world.control("POST", "/_fake/config", #"{"refund_status": "pending"}"#)
+        let refund = try await world.refund(payment, amount: 3000, key: "k1")
+        try await world.control("POST", "/_fake/refunds/\(refund.stripeRefundID!)/resolve", #"{"status": "succeeded"}"#)
+        await world.janitor.sweep(force: false)
+        let after = try await world.store.read { try PaymentRecord.load($0, paymentID: payment.paymentID)! }
+        #expect(after.refunds.map(\.status) == [.succeeded])
+        // From the event, not from asking about the refund.
+        #expect(try await world.requestCount("GET /v1/refunds/{refund}") == 0)
     }
 }

@@ -543,6 +543,65 @@ def test_subscription_mode(client):
     assert created["data"]["object"]["metadata"] == {"customer_ref": "c1"}
 
 
+def test_complete_with_no_payment_required(client):
+    """A 100%-off code: complete, payment_status no_payment_required, amount_total 0 in the
+    session, its line items and its event, no payment intent; a subscription is trialing."""
+    session = create_session(client)
+    done = client.control("POST", f"/_fake/sessions/{session['id']}/complete",
+                          {"payment_status": "no_payment_required"})
+    assert done.status == 200, done
+    fetched = client.get(f"{SESSIONS}/{session['id']}").json
+    assert (fetched["status"], fetched["payment_status"]) == ("complete", "no_payment_required")
+    assert (fetched["amount_subtotal"], fetched["amount_total"]) == (1000, 0)
+    assert fetched["total_details"]["amount_discount"] == 1000
+    assert fetched["payment_intent"] is None
+    [line] = client.get(f"{SESSIONS}/{session['id']}",
+                        {"expand": ["line_items"]}).json["line_items"]["data"]
+    assert (line["amount_subtotal"], line["amount_discount"], line["amount_total"]) == (1000, 1000, 0)
+    [event] = events(client, type="checkout.session.completed")
+    obj = event["data"]["object"]
+    assert (obj["id"], obj["payment_status"], obj["amount_total"]) == (
+        session["id"], "no_payment_required", 0)
+    assert client.control("POST", f"/_fake/sessions/{session['id']}/complete",
+                          {"payment_status": "no_payment_required"}).status == 409
+
+    trial = create_session(client, mode="subscription",
+                           line_items=[{"price": "price_monthly", "quantity": 1}])
+    assert client.control("POST", f"/_fake/sessions/{trial['id']}/complete",
+                          {"payment_status": "no_payment_required"}).status == 200
+    done = client.get(f"{SESSIONS}/{trial['id']}").json
+    assert (done["payment_status"], done["amount_total"], done["payment_intent"]) == (
+        "no_payment_required", 0, None)
+    [sub] = events(client, type="customer.subscription.created")
+    assert sub["data"]["object"]["status"] == "trialing"
+
+    # The older boolean still works and must agree with payment_status when both are given.
+    other = create_session(client)
+    assert client.control("POST", f"/_fake/sessions/{other['id']}/complete",
+                          {"paid": True, "payment_status": "unpaid"}).status == 400
+    assert client.control("POST", f"/_fake/sessions/{other['id']}/complete",
+                          {"payment_status": "free"}).status == 400
+    assert client.control("POST", f"/_fake/sessions/{other['id']}/complete",
+                          {"payment_status": "unpaid"}).status == 200
+    assert client.get(f"{SESSIONS}/{other['id']}").json["payment_status"] == "unpaid"
+
+
+def test_clock_set_back_stamps_events_in_the_past(client):
+    session = paid_session(client)
+    now = client.control("GET", "/_fake/clock").json["now"]
+    back = client.control("POST", "/_fake/clock", {"offset_seconds": -4 * 86400})
+    assert back.status == 200 and back.json["offset_seconds"] == -4 * 86400
+    assert abs(back.json["now"] - (now - 4 * 86400)) <= 2
+    client.control("POST", "/_fake/refunds", {"payment_intent": session["payment_intent"], "amount": 100})
+    assert client.control("POST", "/_fake/clock", {"offset_seconds": 0}).json["offset_seconds"] == 0
+    old = events(client, types=["refund.created", "charge.refunded"])
+    assert len(old) == 2 and all(e["created"] <= now - 4 * 86400 + 2 for e in old)
+    assert events(client, types=["refund.created"], created={"gte": now - 3 * 86400}) == []
+    assert client.control("POST", "/_fake/clock", {}).status == 400
+    assert client.control("POST", "/_fake/clock", {"advance_seconds": 1, "offset_seconds": 1}).status == 400
+    assert client.control("POST", "/_fake/clock", {"advance_seconds": -1}).status == 400
+
+
 def test_list_sessions_filters_and_pages(client):
     made = [create_session(client) for _ in range(5)]
     client.control("POST", f"/_fake/sessions/{made[1]['id']}/complete")

@@ -93,6 +93,14 @@ class FakeStripeHandle:
     def counters(self) -> dict:
         return self.control("GET", "/_fake/counters")
 
+    # The janitor's Events API catch-up runs on its own, in the background of every test.
+    BACKGROUND_ROUTES = ("GET /v1/events",)
+
+    def call_counts(self) -> dict:
+        """Requests per route that a call caused: the counters without the background catch-up."""
+        return {route: n for route, n in self.counters()["requests"].items()
+                if route not in self.BACKGROUND_ROUTES}
+
     def requests(self, route: str | None = None) -> list[dict]:
         reqs = self.control("GET", "/_fake/requests")["requests"]
         if route is not None:
@@ -321,12 +329,26 @@ def leaks(needles, where: str, data: bytes) -> list[str]:
 # Crash points
 
 
-def crash_run(d: h.Daemon, crash_point: str, call: Callable[[h.Client], object]) -> str:
+def crash_run(d: h.Daemon, crash_point: str, call: Callable[[h.Client], object],
+              events_down: "FakeStripeHandle | None" = None) -> str:
     """Starts `d` armed with PAYMENTSD_CRASH_AT=crash_point, makes `call` (which must reach the
     point), checks the process ended there with status 137, and disarms it for the restart.
-    Returns what the call answered, for assertion messages."""
-    import subprocess
+    Returns what the call answered, for assertion messages.
+
+    `events_down`: the fake whose Events API fails during the crash run, so that the janitor's
+    catch-up at start-up does not reach an event's crash point before `call` does."""
     d.env["PAYMENTSD_CRASH_AT"] = crash_point
+    if events_down is not None:
+        events_down.add_fault("GET /v1/events", "status", status=500, times=1000)
+    try:
+        return _crash_run(d, crash_point, call)
+    finally:
+        if events_down is not None:
+            events_down.clear_faults()
+
+
+def _crash_run(d: h.Daemon, crash_point: str, call: Callable[[h.Client], object]) -> str:
+    import subprocess
     d.start()
     answer = None
     try:

@@ -217,8 +217,8 @@ def test_validation_refuses_each_bad_field(pay_daemon, fake_stripe, pb):
             wrong.append(f"  {label}: expected invalid_field field={field!r}, "
                          f"got {h.describe_status(status)}")
     assert not wrong, "CreateCheckout validation:\n" + "\n".join(wrong)
-    assert fake_stripe.counters()["requests"] == {}, (
-        f"refused requests reached the fake Stripe: {fake_stripe.counters()['requests']}")
+    assert fake_stripe.call_counts() == {}, (
+        f"refused requests reached the fake Stripe: {fake_stripe.call_counts()}")
     # Nothing was recorded for the deal either.
     status, _ = c.call("GetPayment", pb.PaymentRef(deal_id="deal-bad"))
     expect_error(status, "NOT_FOUND", "deal_not_found", "after only refused calls")

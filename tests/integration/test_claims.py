@@ -608,8 +608,8 @@ def test_claims_validation(pay_daemon, fake_stripe, pb):
             wrong.append(f"  {label}: expected invalid_field field={field!r}, "
                          f"got {h.describe_status(status)}")
     assert not wrong, "claims validation:\n" + "\n".join(wrong)
-    assert fake_stripe.counters()["requests"] == {}, (
-        f"refused requests reached the fake: {fake_stripe.counters()['requests']}")
+    assert fake_stripe.call_counts() == {}, (
+        f"refused requests reached the fake: {fake_stripe.call_counts()}")
     status, _ = c.call("GetPayment", pb.PaymentRef(deal_id="deal-badclaims"))
     expect_error(status, "NOT_FOUND", "deal_not_found", "after only refused calls")
     assert cl.claim_rows(d) == [], f"refused calls left claim rows: {cl.claim_rows(d)}"

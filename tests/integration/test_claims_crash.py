@@ -268,7 +268,7 @@ def test_claims_survive_a_crash_in_cancel_and_fulfilment(make_daemon, fake_strip
             return ws.deliver(c, body, sig, timeout=30)[0]
         return ws.confirm(c, deal_id=DEAL, timeout=30)[0]
 
-    answer = cs.crash_run(d, crash_point, call)
+    answer = cs.crash_run(d, crash_point, call, events_down=fake_stripe)
     d.start()
     assert cs.wait_no_pending(d, timeout=20) == 0
     ctx = f"crash at {crash_point} with claims (the call answered: {answer})"

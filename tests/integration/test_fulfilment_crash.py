@@ -110,7 +110,7 @@ def test_fulfilment_crash_and_restart(make_daemon, fake_stripe, pb, crash_point)
             return ws.confirm(c, deal_id=DEAL, timeout=30)[0]
         return ws.cancel(c, DEAL, reason="crash test", timeout=30)[0]
 
-    answer = cs.crash_run(d, crash_point, call)
+    answer = cs.crash_run(d, crash_point, call, events_down=fake_stripe)
 
     # 3. Restart on the same database and socket; wait until nothing is pending.
     d.start()

@@ -72,7 +72,7 @@ def test_key_reused_with_other_payload_or_method(pay_daemon, fake_stripe, pb):
         status, _ = c.call(method, msg, idempotency_key="k-reuse")
         expect_error(status, "INVALID_ARGUMENT", "idempotency_key_reused", label)
     assert cs.get_stock(c, "nut").on_hand == 12, "a refused reuse changed the stock"
-    assert fake_stripe.counters()["requests"] == {}, "a refused reuse reached Stripe"
+    assert fake_stripe.call_counts() == {}, "a refused reuse reached Stripe"
     status, _ = c.call("GetPayment", pb.PaymentRef(deal_id="deal-reuse"))
     expect_error(status, "NOT_FOUND", "deal_not_found", "a refused reuse made a payment")
 
