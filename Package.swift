@@ -62,7 +62,8 @@ let package = Package(
         .target(
             name: "PaymentsService",
             dependencies: [
-                "PaymentsDomain", "PaymentsWire", "PaymentsRPC", "PaymentsStore", "PaymentsEngine", "CCrypto",
+                "PaymentsDomain", "PaymentsWire", "PaymentsRPC", "PaymentsStore", "PaymentsEngine", "StripeClient",
+                "CCrypto",
                 .product(name: "Logging", package: "swift-log"),
             ]),
         // Daemon wiring: configuration, logging, systemd integration, services.

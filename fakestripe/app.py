@@ -61,7 +61,13 @@ class App:
             self.idempotent_replays = 0
             self.faults_injected = 0
             self.auth_failures = 0
+            # TCP connections the server accepted: a client that reuses its connections opens few.
+            self.connections_accepted = 0
             self.request_log: deque[dict] = deque(maxlen=REQUEST_LOG_MAX)
+
+    def connection_accepted(self) -> None:
+        with self.lock:
+            self.connections_accepted += 1
 
     def now(self) -> int:
         """The fake's clock: real time, moved forward by ``POST /_fake/clock``."""
@@ -82,6 +88,7 @@ class App:
                 "idempotent_replays": self.idempotent_replays,
                 "faults_injected": self.faults_injected,
                 "auth_failures": self.auth_failures,
+                "connections_accepted": self.connections_accepted,
                 "idempotency_keys": {route: list(keys) for route, keys in self.idempotency_keys.items()},
             }
 

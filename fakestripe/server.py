@@ -78,6 +78,7 @@ class _Server(ThreadingHTTPServer):
         self._open_lock = threading.Lock()
 
     def process_request(self, request, client_address):
+        self.app.connection_accepted()
         with self._open_lock:
             self._open.add(request)
         super().process_request(request, client_address)

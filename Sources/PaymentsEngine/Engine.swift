@@ -14,6 +14,7 @@ import Glibc
 /// them here and cannot hand two parts two tables.
 public struct Engine: Sendable {
     public let store: Store
+    public let stripe: StripeClient
     /// The deal and customer locks, and the locks of request idempotency keys.
     public let locks: KeyedLockTable<String>
     public let checkout: CheckoutEngine
@@ -33,6 +34,7 @@ public struct Engine: Sendable {
             store: store, stripe: stripe, locks: locks, configuration: configuration, logger: logger, now: now)
         let events = EventInbox(store: store, checkout: checkout, locks: locks, logger: logger, now: now)
         self.store = store
+        self.stripe = stripe
         self.locks = locks
         self.checkout = checkout
         self.events = events

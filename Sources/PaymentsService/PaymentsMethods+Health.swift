@@ -60,6 +60,8 @@ extension PaymentsMethods {
              self.catchUp.caughtUpTotal),
             ("paymentsd_payments_settled_by_asking_total", "Open checkouts settled by asking Stripe about their session.",
              self.checkout.settledByAskingTotal),
+            ("paymentsd_stripe_connections_opened_total", "Connections opened to Stripe (calls reuse open ones).",
+             self.stripe.connectionsOpened),
         ]
         for (name, help, value) in counters {
             text += "# HELP \(name) \(help)\n# TYPE \(name) counter\n\(name) \(value)\n"

@@ -3,6 +3,7 @@ import PaymentsEngine
 import PaymentsRPC
 import PaymentsStore
 import PaymentsWire
+import StripeClient
 
 #if canImport(Glibc)
 import Glibc
@@ -19,6 +20,7 @@ public struct PaymentsMethods: Sendable {
     let events: EventInbox
     let janitor: Janitor
     let catchUp: EventCatchUp
+    let stripe: StripeClient
     let verifier: WebhookVerifier
     let startedAt: ContinuousClock.Instant
     let now: @Sendable () -> Int64
@@ -34,6 +36,7 @@ public struct PaymentsMethods: Sendable {
         self.events = engine.events
         self.janitor = engine.janitor
         self.catchUp = engine.catchUp
+        self.stripe = engine.stripe
         self.verifier = verifier
         self.startedAt = startedAt
         self.now = now

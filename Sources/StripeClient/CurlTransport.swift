@@ -1,5 +1,6 @@
 import CCurl
 import Dispatch
+import Synchronization
 
 /// One HTTP exchange's result.
 struct HTTPResponse: Sendable {
@@ -16,29 +17,47 @@ struct NetworkError: Error, Sendable, CustomStringConvertible {
     var description: String { "network error \(self.code): \(self.message)" }
 }
 
-/// HTTP over libcurl's easy interface, one handle per request.
+/// HTTP over libcurl's easy interface, with handles reused from a `CurlHandlePool` so connections
+/// to Stripe stay open between calls.
 ///
 /// `curl_easy_perform` blocks, so requests run on a concurrent dispatch
-/// queue, never on the event loops or the Swift concurrency pool.
+/// queue, never on the event loops or the Swift concurrency pool; the pool
+/// bounds how many block at once.
 final class CurlTransport: Sendable {
     private static let globalInit: Void = { curl_global_init(Int(CURL_GLOBAL_ALL)) }()
     private let queue = DispatchQueue(label: "paymentsd.stripe.http", attributes: .concurrent)
+    private let pool: CurlHandlePool
+    private let opened = Atomic<Int>(0)
 
-    init() { _ = Self.globalInit }
+    init(maxCallsInFlight: Int) {
+        _ = Self.globalInit
+        self.pool = CurlHandlePool(limit: maxCallsInFlight)
+    }
+
+    /// Connections opened to Stripe since start-up (a reused one is not counted again).
+    var connectionsOpened: Int { self.opened.load(ordering: .relaxed) }
 
     func perform(
         method: String, url: String, headers: [String], body: [UInt8]?, connectTimeoutMS: Int, timeoutMS: Int
     ) async throws -> HTTPResponse {
-        try await withCheckedThrowingContinuation { continuation in
+        let waitStart = ContinuousClock.now
+        let handle = try await self.pool.checkOut()
+        defer { self.pool.checkIn(handle) }
+        // The wait for a handle is part of the call's time.
+        let left = timeoutMS - Int((ContinuousClock.now - waitStart) / .milliseconds(1))
+        guard left > 0 else { throw NetworkError(code: 28, message: "no connection to Stripe became free in time") }
+        let (response, connects) = try await withCheckedThrowingContinuation { continuation in
             self.queue.async {
                 continuation.resume(
                     with: Result {
                         try Self.performBlocking(
-                            method: method, url: url, headers: headers, body: body,
-                            connectTimeoutMS: connectTimeoutMS, timeoutMS: timeoutMS)
+                            handle.pointer, method: method, url: url, headers: headers, body: body,
+                            connectTimeoutMS: connectTimeoutMS, timeoutMS: left)
                     })
             }
         }
+        self.opened.add(connects, ordering: .relaxed)
+        return response
     }
 
     /// Collects what curl's callbacks deliver; passed to C as an unretained pointer.
@@ -47,11 +66,11 @@ final class CurlTransport: Sendable {
         var headers: [String: String] = [:]
     }
 
+    /// One exchange on `handle`; returns the answer and how many new connections it opened.
     private static func performBlocking(
-        method: String, url: String, headers: [String], body: [UInt8]?, connectTimeoutMS: Int, timeoutMS: Int
-    ) throws -> HTTPResponse {
-        guard let handle = curl_easy_init() else { throw NetworkError(code: -1, message: "curl_easy_init failed") }
-        defer { curl_easy_cleanup(handle) }
+        _ handle: UnsafeMutableRawPointer, method: String, url: String, headers: [String], body: [UInt8]?,
+        connectTimeoutMS: Int, timeoutMS: Int
+    ) throws -> (HTTPResponse, Int) {
         var list: UnsafeMutablePointer<curl_slist>? = nil
         // A body over 1 KiB would otherwise wait for "100 Continue".
         for header in headers + ["Expect:"] { list = curl_slist_append(list, header) }
@@ -104,12 +123,18 @@ final class CurlTransport: Sendable {
         paymentsd_curl_setopt_pointer(handle, CURLOPT_HEADERDATA, context)
 
         let code = withExtendedLifetime(sink) { curl_easy_perform(handle) }
+        // The callbacks point at `sink`, which goes away with this call; the handle is reused.
+        paymentsd_curl_setopt_pointer(handle, CURLOPT_WRITEDATA, nil)
+        paymentsd_curl_setopt_pointer(handle, CURLOPT_HEADERDATA, nil)
+        paymentsd_curl_setopt_slist(handle, CURLOPT_HTTPHEADER, nil)
         guard code == CURLE_OK else {
             throw NetworkError(code: Int32(code.rawValue), message: String(cString: curl_easy_strerror(code)))
         }
         var status = 0
         paymentsd_curl_getinfo_long(handle, CURLINFO_RESPONSE_CODE, &status)
-        return HTTPResponse(status: status, headers: sink.headers, body: sink.body)
+        var connects = 0
+        paymentsd_curl_getinfo_long(handle, CURLINFO_NUM_CONNECTS, &connects)
+        return (HTTPResponse(status: status, headers: sink.headers, body: sink.body), connects)
     }
 }
 

@@ -20,6 +20,9 @@ public final class StripeClient: Sendable {
         public var backoffBase: Duration = .milliseconds(100)
         public var breakerThreshold = 5
         public var breakerCoolDown: Duration = .seconds(5)
+        /// Calls to Stripe in flight at most; each holds one reused connection (and one blocked
+        /// thread). More wait for a free one.
+        public var maxCallsInFlight = 16
 
         public init(baseURL: String, secretKey: String) {
             self.baseURL = baseURL
@@ -28,14 +31,18 @@ public final class StripeClient: Sendable {
     }
 
     private let configuration: Configuration
-    private let transport = CurlTransport()
+    private let transport: CurlTransport
     private let breaker: Mutex<CircuitBreaker>
 
     public init(configuration: Configuration) {
         self.configuration = configuration
+        self.transport = CurlTransport(maxCallsInFlight: configuration.maxCallsInFlight)
         self.breaker = Mutex(
             CircuitBreaker(failureThreshold: configuration.breakerThreshold, coolDown: configuration.breakerCoolDown))
     }
+
+    /// Connections opened to Stripe since start-up; calls reuse open ones.
+    public var connectionsOpened: Int { self.transport.connectionsOpened }
 
     /// `POST /v1/checkout/sessions`.
     public func createCheckoutSession(

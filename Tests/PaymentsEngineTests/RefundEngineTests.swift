@@ -21,14 +21,15 @@ import Glibc
         let world = try await World()
         defer { world.fake.stop() }
         let payment = try await world.paidPayment("d-window")
-        // Stripe makes the refund but the answer never arrives, on every attempt.
+        // Stripe makes the refund but the answer never arrives, on every attempt (libcurl also resends
+        // a request whose reused connection died, under the same Idempotency-Key).
         try await world.control(
-            "POST", "/_fake/faults", #"{"route": "POST /v1/refunds", "kind": "apply_then_drop", "times": 3}"#)
+            "POST", "/_fake/faults", #"{"route": "POST /v1/refunds", "kind": "apply_then_drop", "times": 100}"#)
         await #expect(throws: PaymentsError.stripeUnavailable) {
             _ = try await world.refund(payment, amount: 1000, key: "k1")
         }
         let posts = try await world.requestCount("POST /v1/refunds")
-        #expect(posts == 3)
+        #expect(posts >= 3)
 
         // A day later the key is gone at Stripe: a blind resend would refund again.
         world.clock.withLock { $0 += 25 * 3600 }

@@ -1,0 +1,62 @@
+"""Stripe connections stay open (issue 13, item 4): calls reuse a few kept-alive connections
+instead of opening one (a TCP, against the real Stripe also a TLS, handshake) per call, and the
+calls in flight are bounded (each holds a connection and a blocked thread); more wait their turn
+and are all answered."""
+
+from __future__ import annotations
+
+import threading
+
+import checkout_support as cs
+import paymentsd_harness as h
+from checkout_support import checkout_request, item
+
+QUIET = {"PAYMENTSD_JANITOR_INTERVAL": "3600"}
+SKU = "conn-sku"
+MAX_CALLS_IN_FLIGHT = 16  # StripeClient.Configuration.maxCallsInFlight
+
+
+def _opened(d: h.Daemon) -> int:
+    samples, _ = h.parse_prometheus(d.metrics_text())
+    found = h.find_samples(samples, "paymentsd_stripe_connections_opened_total")
+    assert found, "Metrics has no paymentsd_stripe_connections_opened_total"
+    return int(found[0][2])
+
+
+def test_sequential_checkouts_reuse_one_connection(pay_daemon, fake_stripe, pb):
+    d = pay_daemon(env=QUIET)
+    c = d.client(timeout=30)
+    cs.set_stock(c, SKU, 1000)
+    accepted_before = fake_stripe.counters()["connections_accepted"]
+    for n in range(30):
+        cs.create_ok(c, checkout_request(f"deal-conn-{n}", [item(SKU, 1, 500)]))
+    accepted = fake_stripe.counters()["connections_accepted"] - accepted_before
+    assert 1 <= accepted <= 2, f"30 sequential checkouts opened {accepted} connections to Stripe"
+    assert 1 <= _opened(d) <= 3, f"the daemon counts {_opened(d)} connections opened"
+
+
+def test_concurrent_checkouts_are_bounded_and_all_answered(pay_daemon, fake_stripe, pb):
+    d = pay_daemon(env=QUIET)
+    setup = d.client(timeout=30)
+    cs.set_stock(setup, SKU, 1000)
+    # Every session create waits, so the calls pile up behind the bound.
+    fake_stripe.add_fault(cs.SESSIONS_ROUTE, "delay", ms=300, times=48)
+    results: dict[int, str] = {}
+
+    def one(n: int):
+        with d.client(timeout=60) as c:
+            status, _ = c.call("CreateCheckout", checkout_request(f"deal-burst-{n}", [item(SKU, 1, 500)]),
+                               timeout=60)
+            results[n] = h.describe_status(status)
+
+    threads = [threading.Thread(target=one, args=(n,)) for n in range(48)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(90)
+    bad = {n: r for n, r in results.items() if not r.startswith("OK")}
+    assert len(results) == 48 and not bad, f"answered {len(results)} of 48; not OK: {bad}"
+    opened = _opened(d)
+    assert opened <= MAX_CALLS_IN_FLIGHT + 1, (
+        f"48 concurrent checkouts opened {opened} connections; at most {MAX_CALLS_IN_FLIGHT} calls may be in flight")
+    assert fake_stripe.request_count(cs.SESSIONS_ROUTE) == 48
