@@ -20,8 +20,12 @@ public final class EventCatchUp: Sendable {
     ]
     /// How far back Stripe lists events, less an hour so a cursor at the edge is not lost mid-walk.
     static let horizon: Int64 = 30 * 86_400 - 3600
-    /// Pages per run: a backlog longer than this is taken over several sweeps.
-    static let maxPages = 20
+    /// Pages per run when walking forward from the cursor: a longer backlog is taken over several
+    /// sweeps, page by page, the cursor moving with each.
+    static let maxPagesForward = 20
+    /// Pages of a first walk back over the look-back. It has no cursor to resume from, so it reads
+    /// the whole look-back before applying (at most 30 days of the types the inbox acts on).
+    static let maxPagesBack = 10_000
 
     private let store: Store
     private let stripe: StripeClient
@@ -73,18 +77,22 @@ public final class EventCatchUp: Sendable {
     private func walkForward(from eventID: String, deadline: ContinuousClock.Instant) async throws -> Int {
         var cursor = eventID
         var stored = 0
-        for _ in 0..<Self.maxPages {
+        for _ in 0..<Self.maxPagesForward {
             let page = try await self.stripe.listEvents(
                 EventListQuery(types: Self.types, cursor: .endingBefore(cursor)), as: StripeEventSummary.self,
                 deadline: deadline)
             CrashPoints.reach("stripe_catch_up.page_fetched")
             stored += try await self.apply(page.events.reversed(), deadline: deadline)
-            guard let newest = page.events.first else { break }
-            try await self.advance(to: newest)
-            cursor = newest.eventID
-            guard page.hasMore else { break }
+            if let newest = page.events.first {
+                try await self.advance(to: newest)
+                cursor = newest.eventID
+            }
+            guard page.hasMore, !page.events.isEmpty else {
+                try await self.store.write { try StripeEventCursor.reachedEnd($0, at: self.now()) }
+                return stored
+            }
         }
-        try await self.store.write { try StripeEventCursor.reachedEnd($0, at: self.now()) }
+        // More remain: the next sweep goes on from the cursor; the list's end was not reached.
         return stored
     }
 
@@ -93,7 +101,7 @@ public final class EventCatchUp: Sendable {
     private func walkBack(since start: Int64, deadline: ContinuousClock.Instant) async throws -> Int {
         var events: [StripeEventSummary] = []
         var cursor: EventListQuery.Cursor?
-        for _ in 0..<Self.maxPages {
+        for _ in 0..<Self.maxPagesBack {
             let page = try await self.stripe.listEvents(
                 EventListQuery(types: Self.types, createdAtLeast: start, cursor: cursor), as: StripeEventSummary.self,
                 deadline: deadline)

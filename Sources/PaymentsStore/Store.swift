@@ -1,4 +1,5 @@
 import Dispatch
+import Synchronization
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -20,6 +21,8 @@ public final class Store: Sendable {
     private let reader: ConfinedConnection
     private let busyTimeoutMS: Int
     private let condition: StorageCondition
+    /// When the reader last looked at the database file (ms of the continuous clock).
+    private let lastFileCheck = Atomic<Int64>(-1_000_000)
     public let path: String
 
     /// Opens the database at `path`, creating it if needed, and migrates it.
@@ -89,6 +92,7 @@ public final class Store: Sendable {
     /// Runs `body` in one read transaction (a consistent snapshot) on the reader.
     public func read<Result: Sendable>(_ body: @escaping @Sendable (Connection) throws -> Result) async throws -> Result {
         try await self.reader.run { connection in
+            self.checkFile(connection, force: false)
             // What the file held before it went away is no longer the daemon's state.
             if let trouble = self.condition.permanent { throw trouble }
             // A read marks the -shm file too.
@@ -105,10 +109,8 @@ public final class Store: Sendable {
     /// A busy lock is asked again (can the write lock be had now?); a full disk or a read-only file
     /// passes with the next write that works, the janitor's at the latest.
     public func trouble() async -> StorageTrouble? {
-        try? await self.reader.run { connection in
-            if connection.isStillAtItsPath() == false, self.condition.permanent == nil {
-                _ = self.condition.record(.unavailable("the database file \(self.path) was removed or replaced"))
-            }
+        if self.fileCheckIsDue() {
+            try? await self.reader.run { connection in self.checkFile(connection, force: true) }
         }
         if self.condition.current == .busy {
             try? await self.writer.run { connection in
@@ -118,6 +120,26 @@ public final class Store: Sendable {
             }
         }
         return self.condition.current
+    }
+
+    /// Whether a second has passed since the reader last looked at the file: reads look at most that
+    /// often (two system calls), so a read-heavy caller does not pay for it on every call.
+    private static let clockOrigin = ContinuousClock.now
+
+    private static func millisecondsNow() -> Int64 { Int64((ContinuousClock.now - Self.clockOrigin) / .milliseconds(1)) }
+
+    private func fileCheckIsDue() -> Bool {
+        let now = Self.millisecondsNow()
+        return now - self.lastFileCheck.load(ordering: .relaxed) >= 1000
+    }
+
+    /// On the reader's queue: notes a file that was removed or replaced (a write notices at once).
+    private func checkFile(_ connection: Connection, force: Bool) {
+        guard force || self.fileCheckIsDue() else { return }
+        self.lastFileCheck.store(Self.millisecondsNow(), ordering: .relaxed)
+        if !connection.isStillAtItsPath(), self.condition.permanent == nil {
+            _ = self.condition.record(.unavailable("the database file \(self.path) was removed or replaced"))
+        }
     }
 
     /// Runs `body`, turning SQLite's storage errors into `StorageTrouble` (and remembering them).
