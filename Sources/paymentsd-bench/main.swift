@@ -65,6 +65,7 @@ func checkoutRequest(deal: String) -> CreateCheckoutRequest {
         successURL: "https://shop.example/ok", cancelURL: "https://shop.example/no")
 }
 
+let targets = Targets()
 try await InProcessServer.with(table: methods.table(), interceptors: methods.interceptors(), metrics: metrics) { socket, _ in
     print("\n## Health against a raw socket echo of the same \(healthFrame.count)-byte frame")
     row("scenario", ["raw echo rt/s", "Health rt/s", "ratio", "raw p50/p99 us", "Health p50/p99 us"])
@@ -82,6 +83,11 @@ try await InProcessServer.with(table: methods.table(), interceptors: methods.int
                 precondition(status.code == .ok, "Health failed: \(status)")
             }
             return depth
+        }
+        targets.atLeast("Health/echo, \(name)", health.perSecond / raw.perSecond, depth > 1 ? 0.2 : 0.5)
+        if clients == 16 {
+            targets.atMost(
+                "Health/echo p99, 16 connections", health.percentile(0.99) / raw.percentile(0.99), 3)
         }
         row(name + (depth > 1 ? " (latency per batch)" : ""), [
             fixed(raw.perSecond), fixed(health.perSecond), fixed(health.perSecond / raw.perSecond, 2),
@@ -130,6 +136,8 @@ try await InProcessServer.with(table: methods.table(), interceptors: methods.int
     }
     row("scenario", ["rt/s", "ratio to Health", "p50 / p99 us"])
     row("Health", [fixed(health.perSecond), "1.00", "\(fixed(health.percentile(0.5))) / \(fixed(health.percentile(0.99)))"])
+    targets.atLeast("GetPayment/Health, 1 connection", get.perSecond / health.perSecond, 0.8)
+    targets.notMeasured("GetStock/Health")
     row("GetPayment", [fixed(get.perSecond), fixed(get.perSecond / health.perSecond, 2),
         "\(fixed(get.percentile(0.5))) / \(fixed(get.percentile(0.99)))"])
 
@@ -202,6 +210,15 @@ try await InProcessServer.with(table: methods.table(), interceptors: methods.int
         "\(fixed(distinct.percentile(0.5))) / \(fixed(distinct.percentile(0.99)))"])
     row("the same event redelivered", [fixed(duplicates.perSecond), fixed(duplicates.perSecond / commitRate, 2),
         "\(fixed(duplicates.percentile(0.5))) / \(fixed(duplicates.percentile(0.99)))"])
+    targets.atLeast("distinct events/commits, 1 sender", distinct.perSecond / commitRate, 0.5)
+    targets.notMeasured("distinct events/commits, 16 senders (>= 1.0)")
+    targets.atLeast("redeliveries/commits, 1 sender", duplicates.perSecond / commitRate, 5)
+    targets.notMeasured("SetStock/commits, 16 senders (>= 1.0)")
+    // A checkout's own time (total minus the fake's session create) against two durable commits.
+    let ownMicroseconds = created.percentile(0.5) - direct.percentile(0.5)
+    targets.atMost("CreateCheckout own p50 / two durable commits", ownMicroseconds / (2 * 1e6 / commitRate), 1.5)
+    targets.notMeasured("Stripe over TLS: checkout own time TLS/plain (<= 1.2)")
+    targets.notMeasured("RSS after 200,000 mixed calls (<= +20 MB)")
 
     print("\n## RefundPayment against the fake Stripe's own refund create, one client, 1 cent per refund")
     // Two paid payments large enough for every refund of the run: one refunded straight at the
@@ -245,4 +262,5 @@ try await InProcessServer.with(table: methods.table(), interceptors: methods.int
         "ratio total/fake \(fixed(refunds.meanMicroseconds / directRefunds.meanMicroseconds, 2))"])
 }
 
+targets.printSummary()
 try await echo.close()
