@@ -102,20 +102,9 @@ struct CreateSession: OperationSteps {
             return .next(.create(try await engine.startNewAttempt(payment), newAttemptAllowed: false), crashPoint: nil)
 
         case .recordRefusal(let code, let message):
-            let refusal = PaymentsError.stripeRejected(code: code, message: message)
-            try await engine.store.write { db in
-                let now = engine.now()
-                guard let current = try PaymentRecord.load(db, paymentID: paymentID), current.status == .created else {
-                    return
-                }
-                try PaymentRecord.transition(
-                    db, current, to: .failed, kind: "checkout.rejected_by_stripe", detail: "stripe_code=\(code)",
-                    failureReason: "stripe_rejected" + (code.isEmpty ? "" : ": \(code)"), now: now)
-                try CheckoutHolds.release(db, paymentID: paymentID, now: now)
-                try OperationLog.finish(db, .createSession, paymentID: paymentID, now: now)
-                try self.answer.record(db, failure: refusal, now: now)
-            }
-            throw refusal
+            try await self.fail(
+                PaymentsError.stripeRejected(code: code, message: message), kind: "checkout.rejected_by_stripe",
+                detail: "stripe_code=\(code)", failureReason: "stripe_rejected" + (code.isEmpty ? "" : ": \(code)"))
 
         case .recordUnavailable(let error):
             try await engine.recordFailure(.createSession, paymentID: paymentID, error: error)
@@ -172,21 +161,9 @@ struct CreateSession: OperationSteps {
             return .next(.recordMismatch(expected: expected, stripe: stripe), crashPoint: nil)
 
         case .recordMismatch(let expected, let stripe):
-            let refusal = PaymentsError.priceMismatch(expected: expected, stripe: stripe)
-            try await engine.store.write { db in
-                let now = engine.now()
-                guard let current = try PaymentRecord.load(db, paymentID: paymentID), current.status == .created else {
-                    return
-                }
-                try PaymentRecord.transition(
-                    db, current, to: .failed, kind: "checkout.price_mismatch",
-                    detail: "expected=\(expected) stripe=\(stripe.map(String.init) ?? "unknown")",
-                    failureReason: "price_mismatch", now: now)
-                try CheckoutHolds.release(db, paymentID: paymentID, now: now)
-                try OperationLog.finish(db, .createSession, paymentID: paymentID, now: now)
-                try self.answer.record(db, failure: refusal, now: now)
-            }
-            throw refusal
+            try await self.fail(
+                PaymentsError.priceMismatch(expected: expected, stripe: stripe), kind: "checkout.price_mismatch",
+                detail: "expected=\(expected) stripe=\(stripe.map(String.init) ?? "unknown")", failureReason: "price_mismatch")
 
         case .expireUnwanted(let sessionID):
             do {
@@ -211,5 +188,23 @@ struct CreateSession: OperationSteps {
         case .done(let payment):
             return .finished(payment)
         }
+    }
+
+    /// A checkout that ends here without a session: FAILED, holds released, the operation finished and
+    /// the refusal stored as the call's answer, in one transaction; then the refusal is thrown.
+    private func fail(_ refusal: PaymentsError, kind: String, detail: String, failureReason: String) async throws -> Never {
+        let engine = self.engine
+        try await engine.store.write { db in
+            let now = engine.now()
+            guard let current = try PaymentRecord.load(db, paymentID: self.paymentID), current.status == .created else {
+                return
+            }
+            try PaymentRecord.transition(
+                db, current, to: .failed, kind: kind, detail: detail, failureReason: failureReason, now: now)
+            try CheckoutHolds.release(db, paymentID: self.paymentID, now: now)
+            try OperationLog.finish(db, .createSession, paymentID: self.paymentID, now: now)
+            try self.answer.record(db, failure: refusal, now: now)
+        }
+        throw refusal
     }
 }

@@ -267,7 +267,7 @@ public final class RPCServer: Service, Sendable {
             code: .resourceExhausted, reason: "too_many_connections",
             message: "the daemon serves \(self.configuration.maxConnections) connections at most; retry later")
         try? await connection.channel.executeThenClose { _, outbound in
-            try? await outbound.write(ByteBuffer(bytes: Frame.encode(ResponseEnvelope(requestID: 0, status: status).serialized())))
+            try? await outbound.write(ByteBuffer(bytes: Frame.connectionError(status)))
         }
     }
 
@@ -277,7 +277,7 @@ public final class RPCServer: Service, Sendable {
     ) async {
         self.metrics.frameError(reason: status.reason)
         logger.info("closing connection after a bad frame", metadata: ["reason": "\(status.reason)"])
-        let frame = Frame.encode(ResponseEnvelope(requestID: 0, status: status).serialized())
+        let frame = Frame.connectionError(status)
         try? await outbound.write(ByteBuffer(bytes: frame))
     }
 

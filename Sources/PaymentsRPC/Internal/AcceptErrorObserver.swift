@@ -25,13 +25,10 @@ final class AcceptErrorObserver: ChannelInboundHandler {
     private let metrics: RequestMetrics
     private var spare: Int32
     private var inEpisode = false
-    private static let refusal = Frame.encode(
-        ResponseEnvelope(
-            requestID: 0,
-            status: Status(
-                code: .resourceExhausted, reason: "too_many_connections",
-                message: "the daemon is out of file descriptors; retry later")
-        ).serialized())
+    private static let refusal = Frame.connectionError(
+        Status(
+            code: .resourceExhausted, reason: "too_many_connections",
+            message: "the daemon is out of file descriptors; retry later"))
 
     init(listening: Int32, logger: Logger, metrics: RequestMetrics) {
         self.listening = listening

@@ -118,7 +118,7 @@ final class ConnectionGuardHandler: ChannelDuplexHandler {
             let status = Status(
                 code: .deadlineExceeded, reason: "frame_timeout",
                 message: "a frame started arriving and did not finish within \(self.state.limits.frameTimeout)")
-            let frame = Frame.encode(ResponseEnvelope(requestID: 0, status: status).serialized())
+            let frame = Frame.connectionError(status)
             context.writeAndFlush(self.wrapOutboundOut(context.channel.allocator.buffer(bytes: frame)), promise: nil)
             context.close(promise: nil)
         case .idle:
