@@ -93,6 +93,7 @@ install:
 ## bench: release build, then Health round trips against a raw socket echo (see BENCHMARKS.md)
 bench:
 	$(SWIFT) build -c release --product paymentsd-bench
+	mkdir -p .build && $(CC) -O2 -Wall -Wextra -o .build/echo-server bench/echo-server.c
 	.build/release/paymentsd-bench
 
 clean:

@@ -14,6 +14,7 @@ import Glibc
 ///
 /// Each connection reads frames in order and runs every request as its own
 /// child task, so answers go out as they are ready (pipelining, any order).
+/// The connection's tasks run on its event loop (`EventLoopTaskExecutor`).
 /// At `maxInFlightPerConnection` requests the reader stops pulling frames,
 /// which stops reads on the socket. On graceful shutdown (SIGTERM) the
 /// listener closes, every connection stops reading, and requests already
@@ -212,52 +213,61 @@ public final class RPCServer: Service, Sendable {
         var logger = self.logger
         logger[metadataKey: "peer"] = "\(connection.peer)"
         let limiter = InFlightLimiter(limit: self.configuration.maxInFlightPerConnection)
+        let executor = EventLoopTaskExecutor(connection.channel.channel.eventLoop)
         do {
-            try await connection.channel.executeThenClose { frames, outbound in
-                try await withGracefulShutdownHandler {
-                    await withDiscardingTaskGroup { requests in
-                        do {
-                            for try await frame in frames {
-                                let request: RequestEnvelope
-                                var frameSize = 0
-                                switch frame {
-                                case .invalid(let status):
-                                    await self.closeWithError(status, outbound: outbound, logger: logger)
-                                    return
-                                case .body(let bytes):
-                                    frameSize = Frame.headerSize + bytes.count
-                                    guard let decoded = try? RequestEnvelope(serialized: bytes) else {
-                                        let status = Status(
-                                            code: .invalidArgument, reason: "malformed_envelope",
-                                            message: "the frame does not hold a payments.v1.Request")
-                                        await self.closeWithError(status, outbound: outbound, logger: logger)
-                                        return
-                                    }
-                                    request = decoded
-                                }
-                                await limiter.acquire()
-                                let size = frameSize
-                                requests.addTask {
-                                    defer {
-                                        limiter.release()
-                                        connection.account.release(size)
-                                    }
-                                    let response = await self.dispatcher.dispatch(request, peer: connection.peer)
-                                    let frame = Frame.encode(response.serialized())
-                                    // A client that left does not stop the requests it already sent.
-                                    try? await outbound.write(ByteBuffer(bytes: frame))
-                                }
-                            }
-                        } catch {
-                            logger.debug("connection read ended", metadata: ["error": "\(error)"])
-                        }
-                    }
-                } onGracefulShutdown: {
-                    connection.channel.channel.close(mode: .input, promise: nil)
-                }
+            // The connection's reader and its requests run on its event loop: reading a frame, its
+            // handler and writing its answer stay on one thread.
+            try await withTaskExecutorPreference(executor) {
+                try await self.serveRequests(connection, limiter: limiter, logger: logger)
             }
         } catch {
             logger.debug("connection closed with an error", metadata: ["error": "\(error)"])
+        }
+    }
+
+    private func serveRequests(_ connection: Connection, limiter: InFlightLimiter, logger: Logger) async throws {
+        try await connection.channel.executeThenClose { frames, outbound in
+            await withGracefulShutdownHandler {
+                await withDiscardingTaskGroup { requests in
+                    do {
+                        for try await frame in frames {
+                            let request: RequestEnvelope
+                            var frameSize = 0
+                            switch frame {
+                            case .invalid(let status):
+                                await self.closeWithError(status, outbound: outbound, logger: logger)
+                                return
+                            case .body(let bytes):
+                                frameSize = Frame.headerSize + bytes.count
+                                guard let decoded = try? RequestEnvelope(serialized: bytes) else {
+                                    let status = Status(
+                                        code: .invalidArgument, reason: "malformed_envelope",
+                                        message: "the frame does not hold a payments.v1.Request")
+                                    await self.closeWithError(status, outbound: outbound, logger: logger)
+                                    return
+                                }
+                                request = decoded
+                            }
+                            await limiter.acquire()
+                            let size = frameSize
+                            requests.addTask {
+                                defer {
+                                    limiter.release()
+                                    connection.account.release(size)
+                                }
+                                let response = await self.dispatcher.dispatch(request, peer: connection.peer)
+                                let frame = Frame.encode(response.serialized())
+                                // A client that left does not stop the requests it already sent.
+                                try? await outbound.write(ByteBuffer(bytes: frame))
+                            }
+                        }
+                    } catch {
+                        logger.debug("connection read ended", metadata: ["error": "\(error)"])
+                    }
+                }
+            } onGracefulShutdown: {
+                connection.channel.channel.close(mode: .input, promise: nil)
+            }
         }
     }
 

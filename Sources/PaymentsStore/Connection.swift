@@ -1,14 +1,19 @@
 import CSQLite
 import CSystemShims
+import Synchronization
 #if canImport(Glibc)
 import Glibc
 #endif
 
 /// One SQLite connection, closed when released.
 ///
-/// Not Sendable: SQLite connections are used from one thread at a time, and
-/// `Store` confines each to its own serial queue.
+/// Not Sendable: SQLite connections are used from one thread at a time: `Store`
+/// confines the writer to its serial queue and lends each reader to one caller.
 public final class Connection {
+    /// Statements run by every connection of the process (transaction control included), so the
+    /// benchmark can report what one call costs in statements.
+    public static let statementsRun = Atomic<Int>(0)
+
     let handle: OpaquePointer
     private let path: String
     private var statements: [String: Statement] = [:]
@@ -18,10 +23,10 @@ public final class Connection {
     /// The database's three files, opened for reading their attributes only.
     private var attributeDescriptors: [String: Int32] = [:]
 
-    /// Opens (creating if needed) the database at `path`.
-    public init(path: String) throws {
+    /// Opens the database at `path`, creating it if needed and `create` allows.
+    public init(path: String, create: Bool = true) throws {
         var handle: OpaquePointer?
-        let flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX
+        let flags = SQLITE_OPEN_READWRITE | (create ? SQLITE_OPEN_CREATE : 0) | SQLITE_OPEN_NOMUTEX
         let code = sqlite3_open_v2(path, &handle, flags, nil)
         guard code == SQLITE_OK, let handle else {
             let message = handle.map { String(cString: sqlite3_errmsg($0)) } ?? "out of memory"
@@ -86,6 +91,7 @@ public final class Connection {
 
     /// Runs one or more statements without parameters (schema, pragmas).
     public func executeScript(_ sql: String) throws {
+        Self.statementsRun.add(1, ordering: .relaxed)
         let code = sqlite3_exec(self.handle, sql, nil, nil, nil)
         guard code == SQLITE_OK else { throw self.error(code, sql: sql) }
     }
@@ -97,6 +103,7 @@ public final class Connection {
     }
 
     public func query(_ sql: String, arguments: [any SQLValueConvertible]) throws -> [Row] {
+        Self.statementsRun.add(1, ordering: .relaxed)
         let statement = try self.statement(sql)
         try statement.bind(arguments)
         return try statement.rows()
@@ -138,7 +145,15 @@ public final class Connection {
             try self.executeScript("RELEASE \(name)")
             return result
         } catch {
-            try self.executeScript("ROLLBACK TO \(name); RELEASE \(name)")
+            // SQLite may have rolled the whole transaction back already (a full disk, an I/O error).
+            if self.isInTransaction {
+                do {
+                    try self.executeScript("ROLLBACK TO \(name); RELEASE \(name)")
+                } catch _ {
+                    // Its work must not be committed with the rest of the transaction: end it.
+                    try? self.executeScript("ROLLBACK")
+                }
+            }
             throw error
         }
     }

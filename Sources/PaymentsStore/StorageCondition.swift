@@ -42,4 +42,14 @@ final class StorageCondition: Sendable {
         }
         if changed { self.onChange(nil) }
     }
+
+    /// The error to throw for `error`: SQLite's storage codes become `StorageTrouble`, remembered
+    /// when `recording` (writes) or permanent; anything else (a constraint, a misuse) stays itself.
+    func classify(_ error: any Error, recording: Bool = true) -> any Error {
+        guard let error = error as? SQLiteError, let trouble = StorageTrouble.of(error) else { return error }
+        if recording || trouble.isPermanent { return self.record(trouble) }
+        // The reader is query-only: a write attempted on it is a bug, not a read-only file.
+        if trouble == .readOnly { return error }
+        return trouble
+    }
 }

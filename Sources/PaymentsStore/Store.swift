@@ -4,24 +4,28 @@ import Synchronization
 import Glibc
 #endif
 
-/// The daemon's SQLite database: one writer, one reader, each on its own serial queue.
+/// The daemon's SQLite database: one writer on its own serial queue, and readers.
 ///
 /// Every write runs on the writer's queue inside `BEGIN IMMEDIATE ... COMMIT`,
 /// so writes are serialised in the process and SQLite never has to arbitrate
-/// between writers. Reads run on a second connection; in WAL mode they see the
-/// last committed state without blocking the writer. Blocking SQLite calls
-/// (and fsyncs, with `synchronous=FULL`) stay off the Swift concurrency pool
-/// and off the event loops.
+/// between writers. Writes that queue up while a commit is under way share the
+/// next transaction, each in its own savepoint (group commit, `GroupCommitWriter`).
+/// Writes, and their fsyncs with `synchronous=FULL`, stay off the Swift
+/// concurrency pool and off the event loops.
+///
+/// Reads run on connections of their own, on the caller's thread (`ReaderPool`);
+/// in WAL mode they see the last committed state without blocking the writer.
 public final class Store: Sendable {
     /// The deadline of the call a write is made for, set around each call's handler. A write that
     /// waits past it for the writer is not run, and its wait for another process's lock ends by then.
     @TaskLocal public static var callDeadline: ContinuousClock.Instant?
 
-    private let writer: ConfinedConnection
-    private let reader: ConfinedConnection
+    private let writer: GroupCommitWriter
+    private let readers: ReaderPool
+    private let counters: WriteBatch.Counters
     private let busyTimeoutMS: Int
     private let condition: StorageCondition
-    /// When the reader last looked at the database file (ms of the continuous clock).
+    /// When a reader last looked at the database file (ms of the continuous clock).
     private let lastFileCheck = Atomic<Int64>(-1_000_000)
     public let path: String
 
@@ -38,17 +42,26 @@ public final class Store: Sendable {
     ) throws {
         self.path = path
         self.busyTimeoutMS = busyTimeoutMS
-        self.condition = StorageCondition(onChange: onConditionChange)
+        let condition = StorageCondition(onChange: onConditionChange)
+        self.condition = condition
         let writer = try Connection(path: path)
         // SQLite opens a file it may not write for reading only, and every write would fail later.
         guard !writer.isReadOnly else { throw StoreError.readOnly }
         try Self.configure(writer, busyTimeoutMS: busyTimeoutMS)
         try migrator.migrate(writer, now: Int64(time(nil)))
-        let reader = try Connection(path: path)
-        try Self.configure(reader, busyTimeoutMS: busyTimeoutMS)
-        try reader.executeScript("PRAGMA query_only = ON")
-        self.writer = ConfinedConnection(writer, label: "paymentsd.store.writer")
-        self.reader = ConfinedConnection(reader, label: "paymentsd.store.reader")
+        // Readers made later never create the file: one that was removed is not made anew.
+        let openReader: @Sendable (_ create: Bool) throws -> Connection = { create in
+            let reader = try Connection(path: path, create: create)
+            try Self.configure(reader, busyTimeoutMS: busyTimeoutMS)
+            try reader.executeScript("PRAGMA query_only = ON")
+            return reader
+        }
+        let first = try openReader(true)
+        let counters = WriteBatch.Counters()
+        self.counters = counters
+        let batch = WriteBatch(counters: counters, condition: condition, busyTimeoutMS: busyTimeoutMS, path: path)
+        self.writer = GroupCommitWriter(writer, label: "paymentsd.store.writer", batch: batch.commit)
+        self.readers = ReaderPool(first: first, open: { try openReader(false) })
     }
 
     /// Runs `body` in one `BEGIN IMMEDIATE` transaction on the writer.
@@ -57,49 +70,37 @@ public final class Store: Sendable {
     /// - Throws: `StorageTrouble` when the database cannot take the write (nothing was committed
     ///   that a restart would find), or when the call's deadline passed before the write could start.
     public func write<Result: Sendable>(_ body: @escaping @Sendable (Connection) throws -> Result) async throws -> Result {
-        let deadline = Self.callDeadline
         // Only a write that was still in time when it was asked for is bound by the deadline: the
-        // bookkeeping after a Stripe call that used the whole deadline must still be recorded.
-        let bounded = deadline.map { ContinuousClock.now < $0 } ?? false
-        return try await self.writer.run { connection in
-            if let trouble = self.condition.permanent { throw trouble }
-            var busyTimeout = self.busyTimeoutMS
-            if let deadline {
-                let left = deadline - .now
-                if bounded {
-                    guard left > .zero else { throw StorageTrouble.deadlinePassed }
-                    busyTimeout = min(busyTimeout, Int(left / .milliseconds(1)))
-                } else {
-                    // Bookkeeping after the deadline runs, but does not keep the caller waiting on
-                    // another process's lock: if it cannot be had now, the operation stays pending
-                    // and the janitor finishes it.
-                    busyTimeout = 0
-                }
+        // bookkeeping after a Stripe call that used the whole deadline must still be recorded, but
+        // does not keep the caller waiting on another process's lock: if it cannot be had now, the
+        // operation stays pending and the janitor finishes it.
+        let wait: GroupCommitWriter.Wait =
+            switch Self.callDeadline {
+            case .none: .standard
+            case .some(let deadline) where ContinuousClock.now < deadline: .until(deadline)
+            case .some: .never
             }
-            connection.setBusyTimeout(milliseconds: busyTimeout)
-            guard !connection.isImmutable() else { throw self.condition.record(.readOnly) }
-            let result = try self.classified {
-                try connection.transaction(immediate: true) { try body(connection) }
-            }
-            guard connection.isStillAtItsPath() else {
-                throw self.condition.record(.unavailable("the database file \(self.path) was removed or replaced"))
-            }
-            self.condition.recordSuccess()
-            return result
-        }
+        return try await self.writer.write(wait: wait, body)
     }
 
-    /// Runs `body` in one read transaction (a consistent snapshot) on the reader.
+    /// Write transactions committed since the store was opened; each holds one or more writes.
+    public var committedTransactions: Int { self.counters.transactions.load(ordering: .relaxed) }
+    /// Writes committed since the store was opened (the ones that threw are not counted).
+    public var committedWrites: Int { self.counters.writes.load(ordering: .relaxed) }
+
+    /// Runs `body` in one read transaction (a consistent snapshot) on a reader, on this thread.
     public func read<Result: Sendable>(_ body: @escaping @Sendable (Connection) throws -> Result) async throws -> Result {
-        try await self.reader.run { connection in
-            self.checkFile(connection, force: false)
-            // What the file held before it went away is no longer the daemon's state.
-            if let trouble = self.condition.permanent { throw trouble }
-            // A read marks the -shm file too.
-            guard !connection.isImmutable() else { throw StorageTrouble.readOnly }
-            return try self.classified(recording: false) {
-                try connection.transaction(immediate: false) { try body(connection) }
+        do {
+            return try self.readers.run { connection in
+                self.checkFile(connection, force: false)
+                // What the file held before it went away is no longer the daemon's state.
+                if let trouble = self.condition.permanent { throw trouble }
+                // A read marks the -shm file too.
+                guard !connection.isImmutable() else { throw StorageTrouble.readOnly }
+                return try connection.transaction(immediate: false) { try body(connection) }
             }
+        } catch {
+            throw self.condition.classify(error, recording: false)
         }
     }
 
@@ -110,10 +111,10 @@ public final class Store: Sendable {
     /// passes with the next write that works, the janitor's at the latest.
     public func trouble() async -> StorageTrouble? {
         if self.fileCheckIsDue() {
-            try? await self.reader.run { connection in self.checkFile(connection, force: true) }
+            try? self.readers.run { connection in self.checkFile(connection, force: true) }
         }
         if self.condition.current == .busy {
-            try? await self.writer.run { connection in
+            try? await self.writer.alone { connection in
                 guard self.condition.current == .busy else { return }
                 connection.setBusyTimeout(milliseconds: 0)
                 if (try? connection.transaction(immediate: true) {}) != nil { self.condition.recordSuccess() }
@@ -122,7 +123,7 @@ public final class Store: Sendable {
         return self.condition.current
     }
 
-    /// Whether a second has passed since the reader last looked at the file: reads look at most that
+    /// Whether a second has passed since a reader last looked at the file: reads look at most that
     /// often (two system calls), so a read-heavy caller does not pay for it on every call.
     private static let clockOrigin = ContinuousClock.now
 
@@ -133,7 +134,7 @@ public final class Store: Sendable {
         return now - self.lastFileCheck.load(ordering: .relaxed) >= 1000
     }
 
-    /// On the reader's queue: notes a file that was removed or replaced (a write notices at once).
+    /// On a reader: notes a file that was removed or replaced (a write notices at once).
     private func checkFile(_ connection: Connection, force: Bool) {
         guard force || self.fileCheckIsDue() else { return }
         self.lastFileCheck.store(Self.millisecondsNow(), ordering: .relaxed)
@@ -142,22 +143,9 @@ public final class Store: Sendable {
         }
     }
 
-    /// Runs `body`, turning SQLite's storage errors into `StorageTrouble` (and remembering them).
-    private func classified<Result>(recording: Bool = true, _ body: () throws -> Result) throws -> Result {
-        do {
-            return try body()
-        } catch let error as SQLiteError {
-            guard let trouble = StorageTrouble.of(error) else { throw error }
-            if recording || trouble.isPermanent { throw self.condition.record(trouble) }
-            // The reader is query-only: a write attempted on it is a bug, not a read-only file.
-            if trouble == .readOnly { throw error }
-            throw trouble
-        }
-    }
-
     /// Reports the pragmas in force on the writer: (journal_mode, synchronous, foreign_keys).
     public func pragmas() async throws -> (journalMode: String, synchronous: Int, foreignKeys: Int) {
-        try await self.writer.run { connection in
+        try await self.writer.alone { connection in
             (
                 try connection.queryFirst("PRAGMA journal_mode")!.string(0),
                 try connection.queryFirst("PRAGMA synchronous")!.int(0),
@@ -175,28 +163,5 @@ public final class Store: Sendable {
         // memory-mapped reads: a file truncated or made immutable under the daemon is then an I/O
         // error SQLite reports, not a SIGBUS in the middle of a read.
         try connection.executeScript("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; PRAGMA mmap_size = 0;")
-    }
-}
-
-/// A connection used only on its own serial queue.
-///
-/// `@unchecked Sendable` is safe because `connection` is touched in exactly one
-/// place, the block `run` submits to `queue`, and a serial queue runs one
-/// block at a time; the connection never leaves that block.
-private final class ConfinedConnection: @unchecked Sendable {
-    private let connection: Connection
-    private let queue: DispatchQueue
-
-    init(_ connection: Connection, label: String) {
-        self.connection = connection
-        self.queue = DispatchQueue(label: label)
-    }
-
-    func run<Result: Sendable>(_ body: @escaping @Sendable (Connection) throws -> Result) async throws -> Result {
-        try await withCheckedThrowingContinuation { continuation in
-            self.queue.async {
-                continuation.resume(with: Swift.Result { try body(self.connection) })
-            }
-        }
     }
 }

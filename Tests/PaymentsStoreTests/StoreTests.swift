@@ -3,6 +3,10 @@ import PaymentsTesting
 import Synchronization
 import Testing
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 @Suite struct StoreTests {
     @Test func opens_inWAL_withFullSync_andForeignKeys() async throws {
         let directory = TemporaryDirectory()
@@ -110,5 +114,75 @@ import Testing
         await #expect(throws: SQLiteError.self) {
             try await store.read { try $0.query("DELETE FROM operations") }
         }
+    }
+}
+
+/// Group commit: writes that queue up while a transaction commits share the next one, and each
+/// still behaves as if it ran alone.
+@Suite struct GroupCommitTests {
+    struct Refused: Error {}
+
+    @Test func writesQueuedTogether_shareOneCommit_andAFailingOneTakesOnlyItsOwnWork() async throws {
+        let directory = TemporaryDirectory()
+        let store = try Store(path: directory.file("p.db"))
+        try await store.write { try $0.executeScript("CREATE TABLE t (n INTEGER PRIMARY KEY) STRICT") }
+        let transactionsBefore = store.committedTransactions
+
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            // Holds the writer while the others queue up behind it.
+            group.addTask {
+                try await store.write { db in
+                    usleep(300_000)
+                    try db.query("INSERT INTO t VALUES (1000)")
+                }
+            }
+            try await Task.sleep(for: .milliseconds(100))
+            for n in 0..<20 {
+                group.addTask {
+                    do {
+                        try await store.write { db in
+                            try db.query("INSERT INTO t VALUES (?)", n)
+                            // Every third write fails after it wrote: its row must not stay.
+                            if n % 3 == 0 { throw Refused() }
+                            // A write that breaks a constraint fails alone too.
+                            if n == 7 { try db.query("INSERT INTO t VALUES (1000)") }
+                        }
+                        #expect(n % 3 != 0 && n != 7, "write \(n) should have failed")
+                    } catch is Refused {
+                        #expect(n % 3 == 0)
+                    } catch let error as SQLiteError {
+                        #expect(n == 7, "write \(n): \(error)")
+                    }
+                }
+            }
+            try await group.waitForAll()
+        }
+
+        let rows = try await store.read { try $0.query("SELECT n FROM t ORDER BY n").map { $0.int(0) } }
+        let expected = (0..<20).filter { $0 % 3 != 0 && $0 != 7 } + [1000]
+        #expect(rows == expected)
+        // The holder's transaction, then one for the twenty that queued behind it.
+        #expect(store.committedTransactions - transactionsBefore == 2)
+    }
+
+    @Test func aWriteSeesTheWritesBeforeItInItsTransaction() async throws {
+        let directory = TemporaryDirectory()
+        let store = try Store(path: directory.file("p.db"))
+        try await store.write { try $0.executeScript("CREATE TABLE c (id INTEGER PRIMARY KEY, v INTEGER) STRICT") }
+        try await store.write { try $0.query("INSERT INTO c VALUES (1, 0)") }
+        // Each increments what the one before it left: read-modify-write stays serial.
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for _ in 0..<50 {
+                group.addTask {
+                    try await store.write { db in
+                        let v = try db.queryFirst("SELECT v FROM c WHERE id = 1")!.int(0)
+                        try db.query("UPDATE c SET v = ? WHERE id = 1", v + 1)
+                    }
+                }
+            }
+            try await group.waitForAll()
+        }
+        let v = try await store.read { try $0.queryFirst("SELECT v FROM c WHERE id = 1")!.int(0) }
+        #expect(v == 50)
     }
 }
