@@ -57,7 +57,7 @@ struct WriteBatch: Sendable {
             // Some errors (a full disk, an I/O error) make SQLite roll back the whole transaction:
             // the writes before this one are gone too, and the ones after it have nothing to join.
             guard connection.isInTransaction else {
-                return Self.fail(writes, StorageTrouble.unavailable("the transaction was rolled back"), own: write)
+                return Self.fail(writes, write.ownError ?? StorageTrouble.unavailable("the transaction was rolled back"))
             }
         }
         do {
@@ -84,11 +84,8 @@ struct WriteBatch: Sendable {
         }
     }
 
-    /// Answers every write with `error`, except those whose own body threw, which keep their own
-    /// error. `own` is the write whose failure ended the transaction: its error is the real cause,
-    /// so the others are told that one.
-    private static func fail(_ writes: [any QueuedWrite], _ error: any Error, own: (any QueuedWrite)? = nil) {
-        let cause = own.flatMap { $0.ownError } ?? error
-        for write in writes { write.finish(committed: false, error: cause) }
+    /// Answers every write with `error`, except those whose own body threw, which keep their own.
+    private static func fail(_ writes: [any QueuedWrite], _ error: any Error) {
+        for write in writes { write.finish(committed: false, error: error) }
     }
 }
