@@ -12,13 +12,11 @@ import Glibc
 
 /// Serves the wire protocol on a Unix socket (protocol.md sections 1-3).
 ///
-/// Each connection reads frames in order and runs every request as its own
-/// child task, so answers go out as they are ready (pipelining, any order).
-/// The connection's tasks run on its event loop (`EventLoopTaskExecutor`).
-/// At `maxInFlightPerConnection` requests the reader stops pulling frames,
-/// which stops reads on the socket. On graceful shutdown (SIGTERM) the
-/// listener closes, every connection stops reading, and requests already
-/// read run to completion before their connection closes.
+/// Each connection's frames are decoded and run by its `RequestHandler`, every request as its own
+/// task on the connection's event loop, so answers go out as they are ready (pipelining, any
+/// order). At `maxInFlightPerConnection` requests the handler stops asking for socket reads. On
+/// graceful shutdown (SIGTERM) the listener closes, every connection's input is shut down, and
+/// requests already read run to completion before their connection closes.
 public final class RPCServer: Service, Sendable {
     public enum Listener: Sendable, Equatable {
         /// Bind a new socket at the path (mode 0660); a stale socket file is replaced.
@@ -48,34 +46,30 @@ public final class RPCServer: Service, Sendable {
 
     /// An accepted connection on its way from NIO's accept path to `serve`.
     ///
-    /// A connection accepted while the listener closes can be dropped by NIO
-    /// before the accept loop sees it; an `NIOAsyncChannel` released without
-    /// `executeThenClose` traps. So an unserved connection finishes its writer
-    /// and closes its channel itself when released.
+    /// A connection accepted while the listener closes can be dropped by NIO before the accept
+    /// loop sees it; its handler would go on serving it with nobody waiting for it to drain. So an
+    /// unserved connection closes its channel itself when released.
     private final class Connection: Sendable {
-        let channel: NIOAsyncChannel<InboundFrame, ByteBuffer>
-        let peer: PeerCredentials
+        let channel: any Channel
         let account: MemoryBudget.Account
         /// Over the connection cap: answered and closed without reading.
         let refused: Bool
+        /// Succeeds once the channel is closed and none of its requests is in flight.
+        let drained: EventLoopFuture<Void>
         private let served = Atomic<Bool>(false)
 
-        init(
-            channel: NIOAsyncChannel<InboundFrame, ByteBuffer>, peer: PeerCredentials, account: MemoryBudget.Account,
-            refused: Bool
-        ) {
+        init(channel: any Channel, account: MemoryBudget.Account, refused: Bool, drained: EventLoopFuture<Void>) {
             self.channel = channel
-            self.peer = peer
             self.account = account
             self.refused = refused
+            self.drained = drained
         }
 
         func markServed() { self.served.store(true, ordering: .relaxed) }
 
         deinit {
             if !self.served.load(ordering: .relaxed) {
-                self.channel.outbound.finish()
-                self.channel.channel.close(promise: nil)
+                self.channel.close(promise: nil)
                 self.account.close()
             }
         }
@@ -164,24 +158,31 @@ public final class RPCServer: Service, Sendable {
             // One socket read per read event: a connection paused for the budget holds at most one
             // read's bytes beyond its admitted frames.
             .childChannelOption(.maxMessagesPerRead, value: 1)
+        let (dispatcher, maxInFlight) = (self.dispatcher, configuration.maxInFlightPerConnection)
         let initializer: @Sendable (any Channel) -> EventLoopFuture<Connection> = { channel in
             let refused = self.openConnections.wrappingAdd(1, ordering: .relaxed).newValue > configuration.maxConnections
             channel.closeFuture.whenComplete { _ in self.openConnections.wrappingSubtract(1, ordering: .relaxed) }
             self.noteAdmission(refused: refused)
             return PeerCredentials.of(channel).flatMapThrowing { peer in
                 let account = budget.account(limit: configuration.connectionBudget)
+                let drained = channel.eventLoop.makePromise(of: Void.self)
                 if refused {
                     // Answered and closed without reading a byte of what it sent.
                     try channel.syncOptions?.setOption(.autoRead, value: false)
-                } else {
-                    try channel.pipeline.syncOperations.addHandler(
-                        ConnectionGuardHandler(limits: limits, account: account, metrics: metrics))
+                    channel.closeFuture.cascade(to: drained)
+                    return Connection(channel: channel, account: account, refused: true, drained: drained.futureResult)
                 }
-                try channel.pipeline.syncOperations.addHandler(
-                    ByteToMessageHandler(FrameDecoder(maxFrame: configuration.maxFrame)))
-                let asyncChannel = try NIOAsyncChannel<InboundFrame, ByteBuffer>(
-                    wrappingChannelSynchronously: channel)
-                return Connection(channel: asyncChannel, peer: peer, account: account, refused: refused)
+                var connectionLogger = logger
+                connectionLogger[metadataKey: "peer"] = "\(peer)"
+                let shared = RequestHandler.Context(
+                    dispatcher: dispatcher, peer: peer, account: account, metrics: metrics, logger: connectionLogger)
+                let handlers: [any ChannelHandler] = [
+                    ConnectionGuardHandler(limits: limits, account: account, metrics: metrics),
+                    ByteToMessageHandler(FrameDecoder(maxFrame: configuration.maxFrame)),
+                    RequestHandler(shared, maxInFlight: maxInFlight, eventLoop: channel.eventLoop, drained: drained),
+                ]
+                try channel.pipeline.syncOperations.addHandlers(handlers)
+                return Connection(channel: channel, account: account, refused: false, drained: drained.futureResult)
             }
         }
         return try await bootstrap.bind(listening, childChannelInitializer: initializer)
@@ -205,90 +206,24 @@ public final class RPCServer: Service, Sendable {
         connection.markServed()
         defer { connection.account.close() }
         if connection.refused {
-            await self.refuse(connection)
+            let status = Status(
+                code: .resourceExhausted, reason: "too_many_connections",
+                message: "the daemon serves \(self.configuration.maxConnections) connections at most; retry later")
+            let channel = connection.channel
+            channel.writeAndFlush(ByteBuffer(bytes: Frame.connectionError(status))).whenComplete { _ in
+                channel.close(promise: nil)
+            }
+            try? await connection.drained.get()
             return
         }
         self.metrics.connectionOpened()
         defer { self.metrics.connectionClosed() }
-        var logger = self.logger
-        logger[metadataKey: "peer"] = "\(connection.peer)"
-        let limiter = InFlightLimiter(limit: self.configuration.maxInFlightPerConnection)
-        let executor = EventLoopTaskExecutor(connection.channel.channel.eventLoop)
-        do {
-            // The connection's reader and its requests run on its event loop: reading a frame, its
-            // handler and writing its answer stay on one thread.
-            try await withTaskExecutorPreference(executor) {
-                try await self.serveRequests(connection, limiter: limiter, logger: logger)
-            }
-        } catch {
-            logger.debug("connection closed with an error", metadata: ["error": "\(error)"])
+        await withGracefulShutdownHandler {
+            // The handler serves the connection; this waits until it is closed and drained.
+            try? await connection.drained.get()
+        } onGracefulShutdown: {
+            connection.channel.close(mode: .input, promise: nil)
         }
-    }
-
-    private func serveRequests(_ connection: Connection, limiter: InFlightLimiter, logger: Logger) async throws {
-        try await connection.channel.executeThenClose { frames, outbound in
-            await withGracefulShutdownHandler {
-                await withDiscardingTaskGroup { requests in
-                    do {
-                        for try await frame in frames {
-                            let request: RequestEnvelope
-                            var frameSize = 0
-                            switch frame {
-                            case .invalid(let status):
-                                await self.closeWithError(status, outbound: outbound, logger: logger)
-                                return
-                            case .body(let bytes):
-                                frameSize = Frame.headerSize + bytes.count
-                                guard let decoded = try? RequestEnvelope(serialized: bytes) else {
-                                    let status = Status(
-                                        code: .invalidArgument, reason: "malformed_envelope",
-                                        message: "the frame does not hold a payments.v1.Request")
-                                    await self.closeWithError(status, outbound: outbound, logger: logger)
-                                    return
-                                }
-                                request = decoded
-                            }
-                            await limiter.acquire()
-                            let size = frameSize
-                            requests.addTask {
-                                defer {
-                                    limiter.release()
-                                    connection.account.release(size)
-                                }
-                                let response = await self.dispatcher.dispatch(request, peer: connection.peer)
-                                let frame = Frame.encode(response.serialized())
-                                // A client that left does not stop the requests it already sent.
-                                try? await outbound.write(ByteBuffer(bytes: frame))
-                            }
-                        }
-                    } catch {
-                        logger.debug("connection read ended", metadata: ["error": "\(error)"])
-                    }
-                }
-            } onGracefulShutdown: {
-                connection.channel.channel.close(mode: .input, promise: nil)
-            }
-        }
-    }
-
-    /// Answers a connection over the cap, then closes it.
-    private func refuse(_ connection: Connection) async {
-        let status = Status(
-            code: .resourceExhausted, reason: "too_many_connections",
-            message: "the daemon serves \(self.configuration.maxConnections) connections at most; retry later")
-        try? await connection.channel.executeThenClose { _, outbound in
-            try? await outbound.write(ByteBuffer(bytes: Frame.connectionError(status)))
-        }
-    }
-
-    /// Answers a connection-level error with request id 0; the caller then stops reading and closes.
-    private func closeWithError(
-        _ status: Status, outbound: NIOAsyncChannelOutboundWriter<ByteBuffer>, logger: Logger
-    ) async {
-        self.metrics.frameError(reason: status.reason)
-        logger.info("closing connection after a bad frame", metadata: ["reason": "\(status.reason)"])
-        let frame = Frame.connectionError(status)
-        try? await outbound.write(ByteBuffer(bytes: frame))
     }
 
     private func describe(_ listener: Listener) -> String {

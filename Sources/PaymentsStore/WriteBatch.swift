@@ -43,7 +43,7 @@ struct WriteBatch: Sendable {
         let timeout = timeouts.min() ?? self.busyTimeoutMS
         connection.setBusyTimeout(milliseconds: timeout)
         do {
-            try connection.executeScript("BEGIN IMMEDIATE")
+            try connection.control("BEGIN IMMEDIATE")
         } catch {
             let thrown = self.condition.classify(error)
             guard (thrown as? StorageTrouble) == .busy else { return Self.fail(writes, thrown) }
@@ -61,9 +61,9 @@ struct WriteBatch: Sendable {
             }
         }
         do {
-            try connection.executeScript("COMMIT")
+            try connection.control("COMMIT")
         } catch {
-            if connection.isInTransaction { try? connection.executeScript("ROLLBACK") }
+            if connection.isInTransaction { try? connection.control("ROLLBACK") }
             return Self.fail(writes, self.condition.classify(error))
         }
         guard connection.isStillAtItsPath() else {
