@@ -45,24 +45,30 @@ public final class EventInbox: Sendable {
 
     /// Stores a verified event and applies it now when its deal's lock can be had before `deadline`;
     /// otherwise it stays pending for the janitor. A repeated event id is a duplicate.
+    ///
+    /// A redelivery is recognised by a read, without a write. A new event whose deal's lock is free
+    /// is stored and applied in one transaction, so it costs one durable commit; when the lock is
+    /// taken (another command on the deal runs), or that transaction fails, the event is first
+    /// stored on its own, so that it is durable before the delivery is answered, and applied after.
     public func receive(_ event: StripeEventSummary, deadline: ContinuousClock.Instant) async throws -> Outcome {
-        let now = self.now()
-        let stored: Bool = try await self.store.write { db in
-            try StripeEventInbox.insert(
-                db,
-                StripeEventInbox.Event(
-                    eventID: event.eventID, type: event.type, created: event.created, objectID: event.objectID,
-                    dealID: event.dealID, paymentID: event.paymentID, objectStatus: event.objectStatus,
-                    paymentStatus: event.paymentStatus, paymentIntentID: event.paymentIntentID,
-                    subscriptionID: event.subscriptionID, amountTotal: event.amountTotal),
-                refunds: event.refunds.map {
-                    StripeEventInbox.NamedRefund(
-                        stripeRefundID: $0.id, amount: $0.amount ?? 0, status: $0.status?.rawValue ?? "",
-                        refundID: $0.paymentsdRefundID, failureReason: $0.failureReason)
-                },
-                now: now)
+        let arrival = Arrival(event, receivedAt: self.now())
+        let (known, dealID) = try await self.store.read { db in
+            (try StripeEventInbox.isStored(db, eventID: event.eventID), try Self.payment(db, arrival.event)?.dealID)
         }
-        guard stored else { return .duplicate }
+        if known { return .duplicate }
+        if let dealID {
+            do {
+                let outcome = try await self.locks.withDealLockIfFree(dealID) {
+                    try await self.applyHoldingLock(eventID: event.eventID, dealID: dealID, storing: arrival, deadline: deadline)
+                }
+                if let outcome { return outcome }
+            } catch {
+                // Its one transaction rolled back, so nothing of the event is stored yet.
+                self.logger.warning(
+                    "event not applied on arrival, storing it alone", metadata: ["event_id": "\(event.eventID)", "error": "\(error)"])
+            }
+        }
+        guard try await self.store.write({ db in try arrival.insert(db) }) else { return .duplicate }
         CrashPoints.reach("stripe_event.stored")
         do {
             return try await self.apply(eventID: event.eventID, deadline: deadline)
@@ -71,6 +77,32 @@ public final class EventInbox: Sendable {
             self.logger.warning(
                 "event stored, applying it later", metadata: ["event_id": "\(event.eventID)", "error": "\(error)"])
             return .queued
+        }
+    }
+
+    /// A new event's inbox row, as `receive` stores it.
+    struct Arrival: Sendable {
+        let event: StripeEventInbox.Event
+        let refunds: [StripeEventInbox.NamedRefund]
+        let receivedAt: Int64
+
+        init(_ event: StripeEventSummary, receivedAt: Int64) {
+            self.event = StripeEventInbox.Event(
+                eventID: event.eventID, type: event.type, created: event.created, objectID: event.objectID,
+                dealID: event.dealID, paymentID: event.paymentID, objectStatus: event.objectStatus,
+                paymentStatus: event.paymentStatus, paymentIntentID: event.paymentIntentID,
+                subscriptionID: event.subscriptionID, amountTotal: event.amountTotal)
+            self.refunds = event.refunds.map {
+                StripeEventInbox.NamedRefund(
+                    stripeRefundID: $0.id, amount: $0.amount ?? 0, status: $0.status?.rawValue ?? "",
+                    refundID: $0.paymentsdRefundID, failureReason: $0.failureReason)
+            }
+            self.receivedAt = receivedAt
+        }
+
+        /// Stores the row, PENDING; false when its id is stored already (a redelivery that raced this one).
+        func insert(_ db: Connection) throws -> Bool {
+            try StripeEventInbox.insert(db, self.event, refunds: self.refunds, now: self.receivedAt)
         }
     }
 
@@ -92,16 +124,7 @@ public final class EventInbox: Sendable {
         switch try await self.store.read({ try Self.dealOf(eventID, $0) }) {
         case .deal(let dealID):
             return try await self.locks.withDealLock(dealID, deadline: deadline) {
-                let outcome = try await self.applyLocked(eventID: eventID, deadline: deadline)
-                // Events that waited for this payment's intent to be known (a refund made before its
-                // completion was applied) can be applied now, under the lock already held.
-                for waiting in try await self.store.read({
-                    try StripeEventInbox.pendingForPaymentIntents($0, dealID: dealID)
-                }) {
-                    // Its own failure leaves it pending for the janitor; this event's outcome stands.
-                    _ = try? await self.applyLocked(eventID: waiting, deadline: deadline)
-                }
-                return outcome
+                try await self.applyHoldingLock(eventID: eventID, dealID: dealID, storing: nil, deadline: deadline)
             }
         case .notYetKnown(let receivedAt) where receivedAt > self.now() - Self.unmatchedPatience:
             return .queued
@@ -114,17 +137,30 @@ public final class EventInbox: Sendable {
         }
     }
 
-    /// One event under its deal's lock (`ApplyEvent`): its transaction, then the refund a late
-    /// payment needs sent.
-    private func applyLocked(eventID: String, deadline: ContinuousClock.Instant) async throws -> Outcome {
-        try await OperationRunner.run(ApplyEvent(inbox: self, eventID: eventID, deadline: deadline), from: .apply)
+    /// One event under its deal's lock (`ApplyEvent`, storing it first in the same transaction when
+    /// `storing` is given), then the events that waited for this payment's intent to be known (a
+    /// refund made before its completion was applied), under the lock already held.
+    private func applyHoldingLock(
+        eventID: String, dealID: String, storing: Arrival?, deadline: ContinuousClock.Instant
+    ) async throws -> Outcome {
+        let outcome = try await OperationRunner.run(
+            ApplyEvent(inbox: self, eventID: eventID, storing: storing, deadline: deadline), from: .apply)
+        // Their own failure leaves them pending for the janitor; this event's outcome stands (and
+        // has been committed: nothing after this point may undo or hide it).
+        let waiting = (try? await self.store.read { try StripeEventInbox.pendingForPaymentIntents($0, dealID: dealID) }) ?? []
+        for other in waiting {
+            _ = try? await OperationRunner.run(
+                ApplyEvent(inbox: self, eventID: other, storing: nil, deadline: deadline), from: .apply)
+        }
+        return outcome
     }
 
     /// The application of a stored event, as steps; its recovery point is the inbox row's state
     /// (PENDING until the `apply` transaction settles it).
     struct ApplyEvent: OperationSteps {
         enum Step: Sendable {
-            /// The event's effect and its settlement (APPLIED, IGNORED), in one transaction.        (tx)
+            /// The event's effect and its settlement (APPLIED, IGNORED), in one transaction; with
+            /// the event's inbox row first when it arrives now.                                   (tx)
             case apply
             /// A late payment whose stock is gone is refunded in full (`SendRefund`).              (Stripe)
             case sendLateRefund(refundID: String, outcome: Outcome)
@@ -132,14 +168,20 @@ public final class EventInbox: Sendable {
 
         let inbox: EventInbox
         let eventID: String
+        /// The inbox row to store in the `apply` transaction; nil when it is stored already.
+        let storing: Arrival?
         let deadline: ContinuousClock.Instant
 
         func perform(_ step: Step) async throws -> StepOutcome<Step, Outcome> {
             switch step {
             case .apply:
                 let (outcome, refund) = try await self.inbox.store.write { db in
-                    try self.inbox.applyLocked(db, eventID: self.eventID)
+                    if let storing = self.storing, try !storing.insert(db) { return (Outcome.duplicate, String?.none) }
+                    return try self.inbox.applyLocked(db, eventID: self.eventID)
                 }
+                // The event is stored (and here applied too): the same point a crash tests on the
+                // path that stores it alone.
+                if self.storing != nil { CrashPoints.reach("stripe_event.stored") }
                 guard let refund else { return .finished(outcome) }
                 return .next(.sendLateRefund(refundID: refund, outcome: outcome), crashPoint: nil)
             case .sendLateRefund(let refundID, let outcome):

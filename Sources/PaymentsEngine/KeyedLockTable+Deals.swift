@@ -16,4 +16,12 @@ extension KeyedLockTable where Key == String {
             throw PaymentsError.lockTimeout
         }
     }
+
+    /// Runs `body` holding the deal's lock when it is free now; nil when another command holds it
+    /// or waits for it.
+    func withDealLockIfFree<Result: Sendable>(_ dealID: String, _ body: () async throws -> Result) async rethrows
+        -> Result?
+    {
+        try await self.withLockIfFree(Self.dealKey(dealID), body)
+    }
 }

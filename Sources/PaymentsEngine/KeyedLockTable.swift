@@ -51,6 +51,19 @@ public final class KeyedLockTable<Key: Hashable & Sendable>: Sendable {
         return try await body()
     }
 
+    /// Runs `body` holding `key` when nobody holds or waits for it now; nil, without waiting, when
+    /// it is taken.
+    public func withLockIfFree<Result>(_ key: Key, _ body: () async throws -> Result) async rethrows -> Result? {
+        let granted: Bool = self.state.withLock { state in
+            guard state.queues[key] == nil else { return false }
+            state.queues[key] = []
+            return true
+        }
+        guard granted else { return nil }
+        defer { self.release(key) }
+        return try await body()
+    }
+
     private func acquire(_ key: Key, deadline: ContinuousClock.Instant) async throws {
         let waiterID: UInt64? = self.state.withLock { state in
             if state.queues[key] == nil {

@@ -13,7 +13,19 @@ public struct CallContext: Sendable {
     /// Set by the idempotency stage for a call it runs under the caller's key: the handler hands it
     /// on, so the call's answer is stored with its effect.
     public private(set) var idempotentCall: IdempotentCall?
-    public let logger: Logger
+    private let daemonLogger: Logger
+
+    /// The daemon's logger with the call's request id and method. Built when a handler logs, not
+    /// for every call: most calls log nothing, and the metadata costs a dictionary per call.
+    public var logger: Logger { Self.logger(self.daemonLogger, method: self.method.rawValue, requestID: self.requestID) }
+
+    /// `logger` with a call's request id and method as metadata.
+    static func logger(_ logger: Logger, method: String, requestID: UInt64) -> Logger {
+        var logger = logger
+        logger[metadataKey: "request_id"] = "\(requestID)"
+        logger[metadataKey: "method"] = "\(method)"
+        return logger
+    }
 
     public init(
         method: MethodName, requestID: UInt64, peer: PeerCredentials, deadline: ContinuousClock.Instant,
@@ -24,7 +36,7 @@ public struct CallContext: Sendable {
         self.peer = peer
         self.deadline = deadline
         self.idempotencyKey = idempotencyKey
-        self.logger = logger
+        self.daemonLogger = logger
     }
 
     /// The same call, admitted by the idempotency stage as `call`.

@@ -40,28 +40,28 @@ public final class Dispatcher: Sendable {
     public func dispatch(_ request: RequestEnvelope, peer: PeerCredentials) async -> ResponseEnvelope {
         let start = ContinuousClock.now
         let method = MethodName(fullName: request.method)
-        var logger = self.logger
-        logger[metadataKey: "request_id"] = "\(request.requestID)"
-        logger[metadataKey: "method"] = "\(method?.rawValue ?? "unknown")"
+        // The call's own logger (with its request id and method) is built only where something is logged.
+        let callLogger = { CallContext.logger(self.logger, method: method?.rawValue ?? "unknown", requestID: request.requestID) }
 
         let response: ResponseEnvelope
         do {
-            let payload = try await self.call(request, method: method, peer: peer, start: start, logger: logger)
+            let payload = try await self.call(request, method: method, peer: peer, start: start)
             response = ResponseEnvelope(requestID: request.requestID, status: .ok, payload: payload)
         } catch {
-            response = ResponseEnvelope(requestID: request.requestID, status: Self.status(for: error, logger: logger))
+            response = ResponseEnvelope(requestID: request.requestID, status: Self.status(for: error, logger: callLogger()))
         }
         let elapsed = ContinuousClock.now - start
-        self.metrics.record(method: method?.rawValue ?? "unknown", code: response.status.code, duration: elapsed)
-        logger.debug(
-            "call answered",
-            metadata: ["code": "\(response.status.code)", "reason": "\(response.status.reason)", "peer": "\(peer)"])
+        self.metrics.record(method: method, code: response.status.code, duration: elapsed)
+        if self.logger.logLevel <= .debug {
+            callLogger().debug(
+                "call answered",
+                metadata: ["code": "\(response.status.code)", "reason": "\(response.status.reason)", "peer": "\(peer)"])
+        }
         return response
     }
 
     private func call(
-        _ request: RequestEnvelope, method: MethodName?, peer: PeerCredentials, start: ContinuousClock.Instant,
-        logger: Logger
+        _ request: RequestEnvelope, method: MethodName?, peer: PeerCredentials, start: ContinuousClock.Instant
     ) async throws -> [UInt8] {
         guard self.policy.permits(peer, method: nil) else { throw RPCError.callerNotAllowed }
         guard let method else {
@@ -87,7 +87,7 @@ public final class Dispatcher: Sendable {
         let deadline = start + timeout
         let context = CallContext(
             method: method, requestID: request.requestID, peer: peer, deadline: deadline,
-            idempotencyKey: request.idempotencyKey.isEmpty ? nil : request.idempotencyKey, logger: logger)
+            idempotencyKey: request.idempotencyKey.isEmpty ? nil : request.idempotencyKey, logger: self.logger)
         if let testDelay = self.configuration.testDelay {
             try await Task.sleep(until: min(start + testDelay, deadline), clock: .continuous)
         }

@@ -14,8 +14,10 @@ public final class RequestMetrics: Sendable {
     }
 
     private struct State {
-        var requests: [String: [StatusCode: UInt64]] = [:]
-        var latencies: [String: Histogram] = [:]
+        // Keyed by the method (nil: a name outside the service), not its name: hashing an enum
+        // on every call is cheaper than hashing a string.
+        var requests: [MethodName?: [StatusCode: UInt64]] = [:]
+        var latencies: [MethodName?: Histogram] = [:]
         var frameErrors: [String: UInt64] = [:]
         var connectionsOpen = 0
         var connectionsTotal: UInt64 = 0
@@ -28,9 +30,9 @@ public final class RequestMetrics: Sendable {
 
     public init() {}
 
-    /// Counts one answered call. `method` is the short name, or "unknown" for
-    /// names outside the service (so junk from a caller cannot grow the series).
-    public func record(method: String, code: StatusCode, duration: Duration) {
+    /// Counts one answered call. `method` is nil for names outside the service, all counted as
+    /// "unknown" (so junk from a caller cannot grow the series).
+    public func record(method: MethodName?, code: StatusCode, duration: Duration) {
         let seconds = Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18
         self.state.withLock { state in
             state.requests[method, default: [:]][code, default: 0] += 1
@@ -50,9 +52,11 @@ public final class RequestMetrics: Sendable {
     func acceptError() { self.state.withLock { $0.acceptErrors += 1 } }
 
     /// The count of calls of `method` answered with `code` so far.
-    public func count(method: String, code: StatusCode) -> UInt64 {
+    public func count(method: MethodName?, code: StatusCode) -> UInt64 {
         self.state.withLock { $0.requests[method]?[code] ?? 0 }
     }
+
+    private static func name(_ method: MethodName?) -> String { method?.rawValue ?? "unknown" }
 
     /// Prometheus text exposition of everything recorded.
     public func exposition() -> String {
@@ -60,15 +64,15 @@ public final class RequestMetrics: Sendable {
         var out = ""
         out += "# HELP paymentsd_requests_total Calls answered, by method and status code.\n"
         out += "# TYPE paymentsd_requests_total counter\n"
-        for method in state.requests.keys.sorted() {
-            for (code, count) in state.requests[method]!.sorted(by: { $0.key.rawValue < $1.key.rawValue }) {
-                out += "paymentsd_requests_total{method=\"\(method)\",code=\"\(code)\"} \(count)\n"
+        for (method, counts) in state.requests.sorted(by: { Self.name($0.key) < Self.name($1.key) }) {
+            for (code, count) in counts.sorted(by: { $0.key.rawValue < $1.key.rawValue }) {
+                out += "paymentsd_requests_total{method=\"\(Self.name(method))\",code=\"\(code)\"} \(count)\n"
             }
         }
         out += "# HELP paymentsd_request_duration_seconds Time from a request's decoding to its answer.\n"
         out += "# TYPE paymentsd_request_duration_seconds histogram\n"
-        for method in state.latencies.keys.sorted() {
-            let histogram = state.latencies[method]!
+        for (key, histogram) in state.latencies.sorted(by: { Self.name($0.key) < Self.name($1.key) }) {
+            let method = Self.name(key)
             var cumulative: UInt64 = 0
             for (index, bound) in Self.bucketBounds.enumerated() {
                 cumulative += histogram.buckets[index]

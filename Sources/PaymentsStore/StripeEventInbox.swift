@@ -94,6 +94,11 @@ public enum StripeEventInbox {
         return true
     }
 
+    /// Whether an event with this id is stored: a redelivery is recognised by this read alone.
+    public static func isStored(_ db: Connection, eventID: String) throws -> Bool {
+        try db.queryFirst("SELECT 1 FROM stripe_events WHERE event_id = ?", eventID) != nil
+    }
+
     public static func load(_ db: Connection, eventID: String) throws -> Event? {
         try db.queryFirst(
             """

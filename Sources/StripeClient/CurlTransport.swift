@@ -28,10 +28,13 @@ final class CurlTransport: Sendable {
     private let queue = DispatchQueue(label: "paymentsd.stripe.http", attributes: .concurrent)
     private let pool: CurlHandlePool
     private let opened = Atomic<Int>(0)
+    /// The CA bundle that server certificates must chain to; nil: the system's.
+    private let caFile: String?
 
-    init(maxCallsInFlight: Int) {
+    init(maxCallsInFlight: Int, caFile: String? = nil) {
         _ = Self.globalInit
         self.pool = CurlHandlePool(limit: maxCallsInFlight)
+        self.caFile = caFile
     }
 
     /// Connections opened to Stripe since start-up (a reused one is not counted again).
@@ -51,7 +54,7 @@ final class CurlTransport: Sendable {
                 continuation.resume(
                     with: Result {
                         try Self.performBlocking(
-                            handle.pointer, method: method, url: url, headers: headers, body: body,
+                            handle.pointer, method: method, url: url, headers: headers, body: body, caFile: self.caFile,
                             connectTimeoutMS: connectTimeoutMS, timeoutMS: left)
                     })
             }
@@ -69,7 +72,7 @@ final class CurlTransport: Sendable {
     /// One exchange on `handle`; returns the answer and how many new connections it opened.
     private static func performBlocking(
         _ handle: UnsafeMutableRawPointer, method: String, url: String, headers: [String], body: [UInt8]?,
-        connectTimeoutMS: Int, timeoutMS: Int
+        caFile: String?, connectTimeoutMS: Int, timeoutMS: Int
     ) throws -> (HTTPResponse, Int) {
         var list: UnsafeMutablePointer<curl_slist>? = nil
         // A body over 1 KiB would otherwise wait for "100 Continue".
@@ -79,6 +82,8 @@ final class CurlTransport: Sendable {
 
         paymentsd_curl_setopt_string(handle, CURLOPT_URL, url)
         paymentsd_curl_setopt_long(handle, CURLOPT_NOSIGNAL, 1)
+        // libcurl copies the string; the reset at the next check-out clears it.
+        if let caFile { paymentsd_curl_setopt_string(handle, CURLOPT_CAINFO, caFile) }
         paymentsd_curl_setopt_long(handle, CURLOPT_CONNECTTIMEOUT_MS, connectTimeoutMS)
         paymentsd_curl_setopt_long(handle, CURLOPT_TIMEOUT_MS, max(1, timeoutMS))
         paymentsd_curl_setopt_slist(handle, CURLOPT_HTTPHEADER, list)

@@ -23,6 +23,9 @@ public final class StripeClient: Sendable {
         /// Calls to Stripe in flight at most; each holds one reused connection (and one blocked
         /// thread). More wait for a free one.
         public var maxCallsInFlight = 16
+        /// A PEM file of the certificate authorities Stripe's certificate must chain to, instead
+        /// of the system's (`STRIPE_CA_FILE`; for a local TLS terminator in tests and the bench).
+        public var caFile: String? = nil
 
         public init(baseURL: String, secretKey: String) {
             self.baseURL = baseURL
@@ -36,7 +39,7 @@ public final class StripeClient: Sendable {
 
     public init(configuration: Configuration) {
         self.configuration = configuration
-        self.transport = CurlTransport(maxCallsInFlight: configuration.maxCallsInFlight)
+        self.transport = CurlTransport(maxCallsInFlight: configuration.maxCallsInFlight, caFile: configuration.caFile)
         self.breaker = Mutex(
             CircuitBreaker(failureThreshold: configuration.breakerThreshold, coolDown: configuration.breakerCoolDown))
     }

@@ -56,6 +56,30 @@ func checkoutRequest(deal: String) -> CreateCheckoutRequest {
         successURL: "https://shop.example/ok", cancelURL: "https://shop.example/no")
 }
 
+/// A signed `checkout.session.completed` delivery paying `payment`, as Stripe would send it.
+func signedDelivery(_ payment: Payment, _ eventID: String) -> StripeEvent {
+    let body = Array(
+        """
+        {"id":"\(eventID)","object":"event","type":"checkout.session.completed","created":1,
+        "data":{"object":{"id":"\(payment.checkoutSessionID)","object":"checkout.session","status":"complete",
+        "payment_status":"paid","payment_intent":"pi_\(eventID)","client_reference_id":"\(payment.dealID)",
+        "metadata":{"deal_id":"\(payment.dealID)","payment_id":"\(payment.paymentID)"}}}}
+        """.utf8)
+    let t = Int64(Date().timeIntervalSince1970)
+    let mac = WebhookVerifier.hmacSHA256(key: Array(webhookSecret.utf8), data: Array("\(t).".utf8) + body)
+    return StripeEvent(payload: body, signature: "t=\(t),v1=" + mac.map { String(format: "%02x", $0) }.joined())
+}
+
+/// The same session create a checkout makes, sent straight to `stripe` (the fake's own time).
+func directSessionCreate(_ stripe: StripeClient, key: String) async throws {
+    let session = CheckoutSessionRequest(
+        mode: .payment, currency: "usd", clientReferenceID: "bench-direct", successURL: "https://shop.example/ok",
+        cancelURL: "https://shop.example/no", expiresAt: Int64(Date().timeIntervalSince1970) + 1860,
+        lineItems: [.init(quantity: 1, price: .inline(unitAmount: 1500, productName: "Tee", sku: "tee"))],
+        metadata: [], ownerMetadata: [])
+    _ = try await stripe.createCheckoutSession(session, idempotencyKey: key, deadline: .now + .seconds(30))
+}
+
 let targets = Targets()
 try await InProcessServer.with(table: methods.table(), interceptors: methods.interceptors(), metrics: metrics) { socket, _ in
     print("\n## Health against a raw socket echo of the same \(healthFrame.count)-byte frame")
@@ -90,15 +114,8 @@ try await InProcessServer.with(table: methods.table(), interceptors: methods.int
     print("\n## CreateCheckout against the fake Stripe, one client, a new deal per call")
     // The baseline: the same session create sent straight to the fake by the same client library.
     let direct = await measure(socket: echoPath, clients: 1, seconds: seconds) { _, _, iteration in
-        let session = CheckoutSessionRequest(
-            mode: .payment, currency: "usd", clientReferenceID: "bench-direct", successURL: "https://shop.example/ok",
-            cancelURL: "https://shop.example/no", expiresAt: Int64(Date().timeIntervalSince1970) + 1860,
-            lineItems: [.init(quantity: 1, price: .inline(unitAmount: 1500, productName: "Tee", sku: "tee"))],
-            metadata: [], ownerMetadata: [])
         waitFor("direct session create") {
-            _ = try await stripe.createCheckoutSession(
-                session, idempotencyKey: "bench-direct-\(iteration)-\(UInt64.random(in: 0...UInt64.max))",
-                deadline: .now + .seconds(30))
+            try await directSessionCreate(stripe, key: "bench-direct-\(iteration)-\(UInt64.random(in: 0...UInt64.max))")
         }
         return 1
     }
@@ -189,18 +206,6 @@ try await InProcessServer.with(table: methods.table(), interceptors: methods.int
             try Payment(serialized: call(connection, .createCheckout, checkoutRequest(deal: "hook-\(run)-\(index)")))
         }
     }
-    let signedDelivery: @Sendable (Payment, String) -> StripeEvent = { payment, eventID in
-        let body = Array(
-            """
-            {"id":"\(eventID)","object":"event","type":"checkout.session.completed","created":1,
-            "data":{"object":{"id":"\(payment.checkoutSessionID)","object":"checkout.session","status":"complete",
-            "payment_status":"paid","payment_intent":"pi_\(eventID)","client_reference_id":"\(payment.dealID)",
-            "metadata":{"deal_id":"\(payment.dealID)","payment_id":"\(payment.paymentID)"}}}}
-            """.utf8)
-        let t = Int64(Date().timeIntervalSince1970)
-        let mac = WebhookVerifier.hmacSHA256(key: Array(webhookSecret.utf8), data: Array("\(t).".utf8) + body)
-        return StripeEvent(payload: body, signature: "t=\(t),v1=" + mac.map { String(format: "%02x", $0) }.joined())
-    }
     let transactionsBefore = store.committedTransactions
     let distinct = await measure(socket: socket, clients: 1, seconds: seconds, iterations: openCount) {
         connection, _, iteration in
@@ -261,8 +266,6 @@ try await InProcessServer.with(table: methods.table(), interceptors: methods.int
     // A checkout's own time (total minus the fake's session create) against two durable commits.
     let ownMicroseconds = created.percentile(0.5) - direct.percentile(0.5)
     targets.atMost("CreateCheckout own p50 / two durable commits", ownMicroseconds / (2 * 1e6 / commitRate), 1.5)
-    targets.notMeasured("Stripe over TLS: checkout own time TLS/plain (<= 1.2)")
-    targets.notMeasured("RSS after 200,000 mixed calls (<= +20 MB)")
 
     print("\n## RefundPayment against the fake Stripe's own refund create, one client, 1 cent per refund")
     // Two paid payments large enough for every refund of the run: one refunded straight at the
@@ -304,6 +307,9 @@ try await InProcessServer.with(table: methods.table(), interceptors: methods.int
         "\(fixed(refunds.percentile(0.5))) / \(fixed(refunds.percentile(0.99)))"])
     row("service time (total - fake)", ["", fixed(refunds.meanMicroseconds - directRefunds.meanMicroseconds),
         "ratio total/fake \(fixed(refunds.meanMicroseconds / directRefunds.meanMicroseconds, 2))"])
+
+    try await measureStripeOverTLS(plainSocket: socket, run: run)
+    try await measureMemory(socket: socket, run: run)
 }
 
 targets.printSummary()

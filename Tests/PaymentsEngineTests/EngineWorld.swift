@@ -19,6 +19,8 @@ struct EngineWorld {
     let clock = Shared<Int64>(Int64(time(nil)))
     let checkout: CheckoutEngine
     let janitor: Janitor
+    let events: EventInbox
+    let locks: KeyedLockTable<String>
 
     init() async throws {
         self.fake = try await blocking { try FakeStripeProcess() }
@@ -30,6 +32,8 @@ struct EngineWorld {
         let engine = Engine(store: self.store, stripe: stripe, logger: logger, now: { clock.value })
         self.checkout = engine.checkout
         self.janitor = engine.janitor
+        self.events = engine.events
+        self.locks = engine.locks
     }
 
     /// A checkout of two tees of 1500.

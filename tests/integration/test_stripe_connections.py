@@ -5,7 +5,13 @@ and are all answered."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import tempfile
 import threading
+
+import pytest
 
 import checkout_support as cs
 import paymentsd_harness as h
@@ -60,3 +66,48 @@ def test_concurrent_checkouts_are_bounded_and_all_answered(pay_daemon, fake_stri
     assert opened <= MAX_CALLS_IN_FLIGHT + 1, (
         f"48 concurrent checkouts opened {opened} connections; at most {MAX_CALLS_IN_FLIGHT} calls may be in flight")
     assert fake_stripe.request_count(cs.SESSIONS_ROUTE) == 48
+
+
+# ---------------------------------------------------------------------------
+# Behind TLS (bench/tls-terminator.py in front of the fake, its own CA): the daemon verifies
+# Stripe's certificate against STRIPE_CA_FILE, and kept-open connections save the handshakes.
+
+TERMINATOR = os.path.join(os.path.dirname(__file__), "..", "..", "bench", "tls-terminator.py")
+
+
+@pytest.fixture
+def tls_fake(fake_stripe):
+    """(https URL, CA file) of a TLS terminator in front of fake_stripe."""
+    port = int(fake_stripe.url.rsplit(":", 1)[1].strip("/"))
+    with tempfile.TemporaryDirectory() as directory:
+        proc = subprocess.Popen([sys.executable, TERMINATOR, "--target-port", str(port), "--dir", directory],
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        try:
+            line = proc.stdout.readline()
+            assert "listening on https://" in line, f"the TLS terminator did not start: {line!r}"
+            url, ca = line.split("listening on ", 1)[1].split()
+            yield url, ca.removeprefix("ca=")
+        finally:
+            proc.stdin.close()
+            proc.wait(10)
+
+
+def test_over_tls_with_its_ca_checkouts_work_and_reuse_one_connection(start_daemon, fake_stripe, tls_fake, pb):
+    url, ca = tls_fake
+    d = start_daemon(env={**QUIET, "STRIPE_API_BASE": url, "STRIPE_CA_FILE": ca})
+    c = d.client(timeout=30)
+    cs.set_stock(c, SKU, 1000)
+    for n in range(20):
+        cs.create_ok(c, checkout_request(f"deal-tls-{n}", [item(SKU, 1, 500)]))
+    assert 1 <= _opened(d) <= 2, f"20 checkouts over TLS opened {_opened(d)} connections (a handshake each)"
+
+
+def test_over_tls_a_certificate_not_from_the_trusted_ca_is_refused(start_daemon, fake_stripe, tls_fake, pb):
+    url, _ = tls_fake
+    # No STRIPE_CA_FILE: the system's authorities, which never signed the terminator's certificate.
+    d = start_daemon(env={**QUIET, "STRIPE_API_BASE": url})
+    c = d.client(timeout=30)
+    cs.set_stock(c, SKU, 1000)
+    status, _ = c.call("CreateCheckout", checkout_request("deal-tls-untrusted", [item(SKU, 1, 500)]), timeout=30)
+    cs.expect_error(status, "UNAVAILABLE", "stripe_unavailable", "a Stripe whose certificate is not trusted")
+    assert fake_stripe.request_count(cs.SESSIONS_ROUTE) == 0, "a request went through an untrusted connection"
