@@ -8,13 +8,14 @@ PREFIX ?= /usr/local
 DESTDIR ?=
 
 APT_PACKAGES := libprotobuf-c-dev protobuf-c-compiler libcurl4-openssl-dev libsqlite3-dev libssl-dev \
-                pkg-config systemd util-linux e2fsprogs
+                pkg-config systemd util-linux e2fsprogs openssl
 PROTO := proto/payments/v1/payments.proto
 PROTO_C_DIR := Sources/PaymentsProtoC
 RUN_DIR := var
 # apt-get needs root; a developer who is not root gets sudo.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 FAKE_PORT ?= 12111
+HTTP_PORT ?= 8089
 
 .PHONY: deps build test test-swift test-python check-proto check-systemd proto wire-messages run install bench clean
 
@@ -70,11 +71,14 @@ run: deps
 	$(SWIFT) build --product paymentsd
 	$(SWIFT) build --product paymentsctl
 	mkdir -p $(RUN_DIR)
-	@echo "fake Stripe on http://127.0.0.1:$(FAKE_PORT); daemon on $(RUN_DIR)/paymentsd.sock"
+	@echo "fake Stripe on http://127.0.0.1:$(FAKE_PORT); daemon on $(RUN_DIR)/paymentsd.sock, webhooks at http://127.0.0.1:$(HTTP_PORT)/stripe/webhook"
 	@echo "in another terminal:  .build/debug/paymentsctl --socket $(RUN_DIR)/paymentsd.sock health"
-	@$(PYTHON) -m fakestripe --port $(FAKE_PORT) --api-key sk_test_local --webhook-secret whsec_local & fake=$$!; \
+	@# The fake posts every event it makes to the daemon's webhook endpoint, signed and retried as Stripe does.
+	@$(PYTHON) -m fakestripe --port $(FAKE_PORT) --api-key sk_test_local --webhook-secret whsec_local \
+	  --forward-to http://127.0.0.1:$(HTTP_PORT)/stripe/webhook & fake=$$!; \
 	trap 'kill $$fake 2>/dev/null' EXIT INT TERM; \
 	PAYMENTSD_SOCKET=$(RUN_DIR)/paymentsd.sock PAYMENTSD_DB=$(RUN_DIR)/payments.db \
+	PAYMENTSD_HTTP_LISTEN=127.0.0.1:$(HTTP_PORT) \
 	STRIPE_API_BASE=http://127.0.0.1:$(FAKE_PORT) STRIPE_SECRET_KEY=sk_test_local \
 	STRIPE_WEBHOOK_SECRETS=whsec_local .build/debug/paymentsd
 
@@ -85,6 +89,7 @@ install:
 	install -D -m 0755 .build/release/paymentsd $(DESTDIR)$(PREFIX)/bin/paymentsd
 	install -D -m 0755 .build/release/paymentsctl $(DESTDIR)$(PREFIX)/bin/paymentsctl
 	install -D -m 0644 systemd/paymentsd.socket $(DESTDIR)/etc/systemd/system/paymentsd.socket
+	install -D -m 0644 systemd/paymentsd-http.socket $(DESTDIR)/etc/systemd/system/paymentsd-http.socket
 	install -D -m 0644 systemd/paymentsd.service $(DESTDIR)/etc/systemd/system/paymentsd.service
 	install -D -m 0644 systemd/paymentsd.sysusers $(DESTDIR)/usr/lib/sysusers.d/paymentsd.conf
 	install -D -m 0644 systemd/paymentsd.tmpfiles $(DESTDIR)/usr/lib/tmpfiles.d/paymentsd.conf

@@ -43,6 +43,18 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]),
+        // The optional HTTP endpoint: Stripe's webhooks, Prometheus' scrape and a health check, each
+        // answered through the RPC dispatcher.
+        .target(
+            name: "PaymentsHTTP",
+            dependencies: [
+                "PaymentsRPC", "PaymentsWire",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]),
         // The domain in pure types: statuses and their state machine, records, requests, refusals; no I/O.
         .target(name: "PaymentsDomain"),
         // SQLite: connections, statements, migrations, the serial writer, and every query, typed per aggregate.
@@ -70,9 +82,8 @@ let package = Package(
         .target(
             name: "PaymentsDaemon",
             dependencies: [
-                "PaymentsService", "PaymentsRPC", "PaymentsStore", "PaymentsWire", "PaymentsDomain", "PaymentsEngine",
-                "StripeClient",
-                "CSystemShims",
+                "PaymentsService", "PaymentsRPC", "PaymentsHTTP", "PaymentsStore", "PaymentsWire", "PaymentsDomain",
+                "PaymentsEngine", "StripeClient", "CSystemShims",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -120,6 +131,9 @@ let package = Package(
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
             ]),
-        .testTarget(name: "PaymentsDaemonTests", dependencies: ["PaymentsDaemon", "PaymentsTesting"]),
+        .testTarget(name: "PaymentsDaemonTests", dependencies: ["PaymentsDaemon", "PaymentsHTTP", "PaymentsTesting"]),
+        .testTarget(
+            name: "PaymentsHTTPTests",
+            dependencies: ["PaymentsHTTP", .product(name: "NIOHTTP1", package: "swift-nio")]),
     ]
 )

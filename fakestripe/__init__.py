@@ -7,6 +7,16 @@ form bodies, Stripe's JSON objects, lists and errors, ``Request-Id`` on
 every answer, idempotency keys, webhook signatures. Every parameter is
 checked against Stripe's own schema (`stripe-api-subset.json`).
 
+Webhooks: with ``--forward-to http://HOST:PORT/PATH`` (``FakeStripe(forward_to=..)``,
+or ``POST /_fake/webhooks`` at run time) the fake POSTs every event it emits
+to that URL from a background thread, as Stripe does: the event's exact JSON,
+``Content-Type: application/json; charset=utf-8``, ``User-Agent: Stripe/1.0
+(+https://stripe.com/docs/webhooks)`` and ``Stripe-Signature: t=..,v1=..``
+(``--webhook-secret``, the fake's clock). A delivery without a 2xx answer
+(or whose connection fails) is retried after 0.2, 0.5, 1, 2, 5, 10, 20 s,
+then every 30 s, at most ``--forward-retries`` times (default 10). Off by
+default. See `webhooks.py`.
+
 API routes (``Authorization: Bearer <api key>``, default ``sk_test_fake``)::
 
     POST /v1/checkout/sessions              GET /v1/checkout/sessions[/{id}]
@@ -32,8 +42,18 @@ Control routes (no auth, JSON bodies and answers)::
     GET    /_fake/faults                      DELETE /_fake/faults
     GET    /_fake/events/{id}/delivery?secret=whsec_..&timestamp=..
                                               -> {"payload": "..", "signature": "t=..,v1=.."}
+    POST   /_fake/webhooks                    {"url": "http://127.0.0.1:8080/stripe/webhook",
+                                               "secret": "whsec_..", "retries": 10}
+                                              or {"url": null} (stop; pending deliveries dropped)
+                                              -> {"url": .., "retries": .., "pending": 0}
+    GET    /_fake/webhooks                    -> the same
+    GET    /_fake/webhooks/deliveries?event_id=evt_..
+                                              -> {"deliveries": [{"event_id", "event_type",
+                                                  "attempt", "url", "status", "error", "at",
+                                                  "duration_ms", "outcome", "retry_in"}..],
+                                                  "pending": 0}
     GET    /_fake/counters                    GET /_fake/requests
-    POST   /_fake/reset
+    POST   /_fake/reset                       (webhook forwarding back to its start-up setting)
     GET    /pay/{id}                          the payment page a session's url points to
 """
 

@@ -3,6 +3,12 @@
 Once listening it prints one line, ``fakestripe listening on
 http://HOST:PORT``, so that a harness started with ``--port 0`` can read
 the port it got.
+
+With ``--forward-to URL`` (e.g. ``http://127.0.0.1:8080/stripe/webhook``) it
+also POSTs every event it emits to that URL, signed with ``--webhook-secret``,
+as ``stripe listen --forward-to`` does; a delivery that does not get a 2xx
+answer is retried after 0.2, 0.5, 1, 2, 5, 10, 20 s, then every 30 s, at most
+``--forward-retries`` times (see ``fakestripe/webhooks.py``).
 """
 
 from __future__ import annotations
@@ -14,6 +20,20 @@ import threading
 
 from .app import DEFAULT_API_KEY, DEFAULT_WEBHOOK_SECRET
 from .server import FakeStripe
+from .webhooks import DEFAULT_RETRIES, check_url
+
+
+def _url(value: str) -> str:
+    try:
+        return check_url(value)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def _retries(value: str) -> int:
+    if not value.isdigit():
+        raise argparse.ArgumentTypeError(f"not a number of retries (0 or more): {value!r}")
+    return int(value)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -22,7 +42,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--api-key", default=DEFAULT_API_KEY, help="the only secret key accepted")
     parser.add_argument("--webhook-secret", default=DEFAULT_WEBHOOK_SECRET,
-                        help="signs the deliveries of GET /_fake/events/{id}/delivery")
+                        help="signs webhook deliveries: the forwarded ones and those of "
+                             "GET /_fake/events/{id}/delivery")
+    parser.add_argument("--forward-to", metavar="URL", type=_url,
+                        help="POST every event the fake emits to this http:// URL, with a "
+                             "Stripe-Signature header, as Stripe does (default: off; "
+                             "POST /_fake/webhooks turns it on or off at run time)")
+    parser.add_argument("--forward-retries", metavar="N", type=_retries, default=DEFAULT_RETRIES,
+                        help="retries of a forwarded event that got no 2xx answer, after "
+                             "0.2, 0.5, 1, 2, 5, 10, 20 s, then every 30 s "
+                             f"(default: {DEFAULT_RETRIES})")
     parser.add_argument("--quiet", action="store_true", help="do not log each request to stderr")
     parser.add_argument("--exit-on-stdin-eof", action="store_true",
                         help="stop when standard input closes: a parent that holds the other end of a pipe "
@@ -38,7 +67,8 @@ def main(argv: list[str] | None = None) -> None:
                 pass
             stopped.set()
         threading.Thread(target=wait_for_eof, daemon=True).start()
-    fake = FakeStripe(args.host, args.port, args.api_key, args.webhook_secret, quiet=args.quiet).start()
+    fake = FakeStripe(args.host, args.port, args.api_key, args.webhook_secret, quiet=args.quiet,
+                      forward_to=args.forward_to, forward_retries=args.forward_retries).start()
     print(f"fakestripe listening on {fake.url}", flush=True)
     try:
         stopped.wait()

@@ -29,6 +29,7 @@ from .formcodec import nest, parse_pairs
 from .idempotency import MAX_KEY_LENGTH, IdempotencyStore
 from .spec import ApiSpec, Route
 from .store import Origin, Store
+from .webhooks import DEFAULT_RETRIES, WebhookForwarder
 from .wire import Request, Response, new_id
 
 DEFAULT_API_KEY = "sk_test_fake"
@@ -39,20 +40,26 @@ FORM = "application/x-www-form-urlencoded"
 
 class App:
     def __init__(self, base_url: str, api_key: str = DEFAULT_API_KEY,
-                 webhook_secret: str = DEFAULT_WEBHOOK_SECRET):
+                 webhook_secret: str = DEFAULT_WEBHOOK_SECRET, forward_to: str | None = None,
+                 forward_retries: int = DEFAULT_RETRIES, log=None):
         self.base_url = base_url
         self.api_key = api_key
         self.webhook_secret = webhook_secret
+        self.forward_retries = forward_retries
         self.spec = ApiSpec()
         self.routes = self.spec.routes(api.HANDLERS)
         self.lock = threading.RLock()
+        # Forwards each emitted event (off unless forward_to); lives across resets.
+        self.webhooks = WebhookForwarder(self.now, webhook_secret, forward_to, forward_retries, log)
         self.reset()
 
     def reset(self) -> None:
-        """Forget everything: objects, events, keys, faults, counters, clock."""
+        """Forget everything: objects, events, keys, faults, counters, clock, webhook
+        deliveries (forwarding goes back to what the fake was started with)."""
         with self.lock:
             self.clock_offset = 0
-            self.store = Store(self.spec, self.base_url, self.now)
+            self.webhooks.reset()
+            self.store = Store(self.spec, self.base_url, self.now, self.webhooks.enqueue)
             self.idempotency = IdempotencyStore()
             self.faults = FaultScript(api.HANDLERS)
             self.request_counts: Counter[str] = Counter()
@@ -64,6 +71,10 @@ class App:
             # TCP connections the server accepted: a client that reuses its connections opens few.
             self.connections_accepted = 0
             self.request_log: deque[dict] = deque(maxlen=REQUEST_LOG_MAX)
+
+    def close(self) -> None:
+        """Stop the webhook delivery thread (the server has stopped serving)."""
+        self.webhooks.close()
 
     def connection_accepted(self) -> None:
         with self.lock:
@@ -90,6 +101,7 @@ class App:
                 "auth_failures": self.auth_failures,
                 "connections_accepted": self.connections_accepted,
                 "idempotency_keys": {route: list(keys) for route, keys in self.idempotency_keys.items()},
+                "webhook_deliveries": self.webhooks.counters(),
             }
 
     # -- dispatch ------------------------------------------------------------

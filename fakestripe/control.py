@@ -6,8 +6,6 @@ package docstring (``fakestripe/__init__.py``) for the reference table.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import re
 from urllib.parse import parse_qs
@@ -15,6 +13,7 @@ from urllib.parse import parse_qs
 from .errors import StripeError, invalid_request
 from .faults import FaultSpecError
 from .store import AT_STRIPE
+from .webhooks import signature_header
 from .wire import Request, Response, dumps
 
 _ROUTES = []
@@ -69,12 +68,6 @@ def _field(body: dict, name: str, types, default=None, choices=None):
     return value
 
 
-def signature_header(secret: str, payload: str, timestamp: int) -> str:
-    """Stripe's ``Stripe-Signature``: HMAC-SHA256 over ``"{t}.{payload}"`` with the endpoint secret."""
-    digest = hmac.new(secret.encode(), f"{timestamp}.{payload}".encode(), hashlib.sha256).hexdigest()
-    return f"t={timestamp},v1={digest}"
-
-
 # -- looking inside ------------------------------------------------------------
 
 @route("POST", r"/_fake/reset")
@@ -105,7 +98,42 @@ def delivery(app, body, query, event_id):
             "timestamp": int(timestamp)}
 
 
+@route("GET", r"/_fake/webhooks/deliveries")
+def webhook_deliveries(app, body, query):
+    """Every forwarding attempt, oldest first (``?event_id=evt_..`` for one event's)."""
+    return {"deliveries": app.webhooks.deliveries(query.get("event_id")),
+            "pending": app.webhooks.settings()["pending"]}
+
+
 # -- scripting -----------------------------------------------------------------
+
+@route("GET", r"/_fake/webhooks")
+def webhook_settings(app, body, query):
+    return app.webhooks.settings()
+
+
+@route("POST", r"/_fake/webhooks")
+def forward_webhooks(app, body, query):
+    """Forward every event emitted from now on to ``url`` (``null``: stop, dropping what is
+    pending), signed with ``secret`` (default: the fake's webhook secret), retrying a failed
+    delivery up to ``retries`` times (default: the fake's ``--forward-retries``)."""
+    unknown = set(body) - {"url", "secret", "retries"}
+    if unknown:
+        raise invalid_request(f"unknown fields {sorted(unknown)}; known: ['retries', 'secret', 'url']")
+    if "url" not in body:
+        raise invalid_request("url must be given: an http:// URL, or null to stop forwarding",
+                              param="url")
+    url = _field(body, "url", (str, type(None)))
+    secret = _field(body, "secret", str, app.webhook_secret)
+    retries = _field(body, "retries", int, app.forward_retries)
+    if retries < 0:
+        raise invalid_request("retries must not be negative", param="retries")
+    try:
+        app.webhooks.configure(url, secret, retries)
+    except ValueError as error:
+        raise invalid_request(str(error), param="url") from None
+    return app.webhooks.settings()
+
 
 @route("POST", r"/_fake/faults")
 def add_fault(app, body, query):

@@ -14,6 +14,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
 
 from .app import DEFAULT_API_KEY, DEFAULT_WEBHOOK_SECRET, App
+from .webhooks import DEFAULT_RETRIES, check_url, stderr_log
 from .wire import Request
 
 
@@ -106,13 +107,20 @@ class FakeStripe:
         fs.stop()
 
     Also a context manager: ``with FakeStripe() as fs: ...``.
+
+    ``forward_to``: POST every event it emits to this ``http://`` URL (see
+    `webhooks.py`), retrying a failed delivery up to ``forward_retries`` times.
     """
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, api_key: str = DEFAULT_API_KEY,
-                 webhook_secret: str = DEFAULT_WEBHOOK_SECRET, quiet: bool = True):
+                 webhook_secret: str = DEFAULT_WEBHOOK_SECRET, quiet: bool = True,
+                 forward_to: str | None = None, forward_retries: int = DEFAULT_RETRIES):
         self.host, self.port = host, port
         self.api_key, self.webhook_secret = api_key, webhook_secret
         self.quiet = quiet
+        if forward_to is not None:
+            check_url(forward_to)  # a ValueError here, not in the server's thread
+        self.forward_to, self.forward_retries = forward_to, forward_retries
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
 
@@ -123,7 +131,8 @@ class FakeStripe:
     def start(self) -> "FakeStripe":
         def make_app(address) -> App:
             self.port = address[1]
-            return App(self.url, self.api_key, self.webhook_secret)
+            return App(self.url, self.api_key, self.webhook_secret, self.forward_to,
+                       self.forward_retries, log=None if self.quiet else stderr_log)
 
         self._server = _Server((self.host, self.port), make_app, self.quiet)
         self._thread = threading.Thread(target=self._server.serve_forever, name="fakestripe",
@@ -138,6 +147,7 @@ class FakeStripe:
         self._server.close_open_connections()
         self._server.server_close()
         self._thread.join()
+        self._server.app.close()
         self._server = self._thread = None
 
     def __enter__(self) -> "FakeStripe":

@@ -81,10 +81,12 @@ class LineItem:
 
 
 class Store:
-    def __init__(self, spec: ApiSpec, base_url: str, clock: Callable[[], int]):
+    def __init__(self, spec: ApiSpec, base_url: str, clock: Callable[[], int],
+                 on_event: Callable[[dict], None] | None = None):
         self.spec = spec
         self.base_url = base_url
         self.now = clock
+        self.on_event = on_event  # told of every event as it is emitted (webhook forwarding)
         self.config = dict(DEFAULT_CONFIG)
         self.sessions: dict[str, dict] = {}
         self.line_items: dict[str, list[dict]] = {}
@@ -109,6 +111,8 @@ class Store:
                      api_version=self.spec.api_version, livemode=False, pending_webhooks=1,
                      request={"id": origin.request_id, "idempotency_key": origin.idempotency_key})
         self.events.append(event)
+        if self.on_event is not None:
+            self.on_event(event)
         return event
 
     def event(self, event_id: str) -> dict:

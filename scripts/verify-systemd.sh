@@ -4,7 +4,7 @@
 #
 #   scripts/verify-systemd.sh [PAYMENTSD_BINARY]
 #
-# 1. `systemd-analyze verify` on paymentsd.socket and paymentsd.service.
+# 1. `systemd-analyze verify` on paymentsd.socket, paymentsd-http.socket and paymentsd.service.
 #    verify insists that ExecStart= names an existing executable, so the units
 #    are copied to a temporary directory and ExecStart= is pointed at
 #    PAYMENTSD_BINARY (default /usr/local/bin/paymentsd; the Makefile passes
@@ -37,7 +37,7 @@ indent() { sed 's/^/    /'; }
 for tool in systemd-analyze systemd-sysusers systemd-tmpfiles; do
     command -v "$tool" >/dev/null || die "$tool not found (Debian: apt-get install -y systemd)"
 done
-for f in paymentsd.socket paymentsd.service paymentsd.sysusers paymentsd.tmpfiles; do
+for f in paymentsd.socket paymentsd-http.socket paymentsd.service paymentsd.sysusers paymentsd.tmpfiles; do
     [[ -f $src/$f ]] || die "missing $src/$f"
 done
 
@@ -52,7 +52,7 @@ export SYSTEMD_COLORS=0 SYSTEMD_PAGER=cat SYSTEMD_LESS=
 
 units="$tmp/units"
 mkdir "$units"
-cp "$src/paymentsd.socket" "$units/"
+cp "$src/paymentsd.socket" "$src/paymentsd-http.socket" "$units/"
 
 # Rewrite the one ExecStart=/usr/local/bin/paymentsd line, keeping any
 # arguments. Quote the path for systemd: \ and " are escaped inside "...",
@@ -83,20 +83,20 @@ say "ExecStart for the check: $(grep '^ExecStart=' "$units/paymentsd.service")"
 say "systemd-analyze verify (systemd $(systemd-analyze --version | awk 'NR==1{print $2}'))"
 set +e
 out=$(cd "$units" && systemd-analyze verify --man=no --generators=no \
-    "$units/paymentsd.socket" "$units/paymentsd.service" 2>&1)
+    "$units/paymentsd.socket" "$units/paymentsd-http.socket" "$units/paymentsd.service" 2>&1)
 rc=$?
 set -e
 if [[ -n $out ]]; then
     printf '%s\n' "$out" | indent
 fi
-ours=$(printf '%s\n' "$out" | grep -F -e paymentsd.service -e paymentsd.socket -e "$units" || true)
+ours=$(printf '%s\n' "$out" | grep -F -e paymentsd.service -e paymentsd.socket -e paymentsd-http.socket -e "$units" || true)
 if [[ -n $ours ]]; then
     die "systemd-analyze verify reported problems with our units (above)"
 fi
 if ((rc != 0)); then
     say "note: systemd-analyze verify exited $rc because of units outside this project (above); not counted"
 fi
-say "verify: OK, no warnings about paymentsd.socket or paymentsd.service"
+say "verify: OK, no warnings about paymentsd.socket, paymentsd-http.socket or paymentsd.service"
 
 # ------------------------------------------------- 2. sysusers and tmpfiles
 root="$tmp/root"

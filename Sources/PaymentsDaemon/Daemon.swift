@@ -3,6 +3,7 @@ import Logging
 import NIOCore
 import NIOPosix
 import PaymentsEngine
+import PaymentsHTTP
 import PaymentsRPC
 import PaymentsService
 import PaymentsStore
@@ -67,8 +68,8 @@ public enum Daemon {
     }
 
     private static func serve(_ configuration: DaemonConfiguration, environment: [String: String]) async -> Int32 {
-        let inherited = SocketActivation.inheritedListener(environment: environment)
-        if let problem = StartupCheck.paths(configuration, socketActivated: inherited != nil) {
+        let inherited = SocketActivation.inheritedListeners(environment: environment)
+        if let problem = StartupCheck.paths(configuration, socketActivated: inherited.rpc != nil) {
             Self.printError(problem)
             return ExitStatus.config
         }
@@ -125,8 +126,10 @@ public enum Daemon {
         // threshold after the first large free and keeps such buffers in the heap).
         paymentsd_malloc_map_large_buffers(256 << 10)
         let metrics = RequestMetrics()
-        let stripe = StripeClient(
-            configuration: .init(baseURL: configuration.stripeAPIBase, secretKey: configuration.stripeSecretKey.value))
+        var stripeConfiguration = StripeClient.Configuration(
+            baseURL: configuration.stripeAPIBase, secretKey: configuration.stripeSecretKey.value)
+        stripeConfiguration.caFile = configuration.stripeCAFile
+        let stripe = StripeClient(configuration: stripeConfiguration)
         var checkoutConfiguration = CheckoutEngine.Configuration()
         checkoutConfiguration.checkoutTTL = Int64(configuration.checkoutTTL)
         checkoutConfiguration.askStripeAfter = Int64(configuration.askStripeAfter)
@@ -142,7 +145,7 @@ public enum Daemon {
             policy: CallerPolicy(allowedGroups: configuration.allowedGroups, adminGroups: configuration.adminGroups),
             metrics: metrics, configuration: dispatcherConfiguration, logger: logger)
 
-        let listener: RPCServer.Listener = inherited.map { .inherited(descriptor: $0) } ?? .path(configuration.socketPath)
+        let listener: RPCServer.Listener = inherited.rpc.map { .inherited(descriptor: $0) } ?? .path(configuration.socketPath)
         var serverConfiguration = RPCServer.Configuration(listener: listener)
         serverConfiguration.maxFrame = configuration.maxFrame
         serverConfiguration.maxConnections = configuration.maxConnections
@@ -158,9 +161,20 @@ public enum Daemon {
             notifier: notifier, watchdogInterval: SystemdNotifier.watchdogInterval(environment: environment),
             store: store)
 
+        // The HTTP endpoint: systemd's socket when it passed one, else PAYMENTSD_HTTP_LISTEN, else none.
+        let httpListener = inherited.http.map { HTTPListener.inherited(descriptor: $0) } ?? configuration.httpListen
+        let http = httpListener.map { listener in
+            var httpConfiguration = HTTPServer.Configuration(listener: listener)
+            // The socket's limits hold for HTTP too: a request must arrive within the frame timeout.
+            httpConfiguration.requestTimeout = configuration.frameTimeout
+            httpConfiguration.idleTimeout = configuration.idleTimeout
+            return HTTPServer(configuration: httpConfiguration, dispatcher: dispatcher, logger: logger)
+        }
+
         var groupConfiguration = ServiceGroupConfiguration(
             services: [
                 .init(service: server),
+            ] + (http.map { [ServiceGroupConfiguration.ServiceConfiguration(service: $0)] } ?? []) + [
                 .init(
                     service: JanitorService(janitor: engine.janitor, interval: .seconds(configuration.janitorInterval)),
                     successTerminationBehavior: .ignore),

@@ -1,4 +1,5 @@
 import Logging
+import PaymentsHTTP
 
 #if canImport(Glibc)
 import Glibc
@@ -38,6 +39,12 @@ public struct DaemonConfiguration: Sendable {
     public var crashAt: String?
     /// Tests only: a wait before every call's handler (PAYMENTSD_TEST_DELAY_MS).
     public var testDelayMS: Int?
+    /// Tests and the bench: the CA file Stripe's certificate must chain to instead of the
+    /// system's (STRIPE_CA_FILE), for a local TLS terminator in front of the fake.
+    public var stripeCAFile: String? = nil
+    /// Where the optional HTTP endpoint listens (PAYMENTSD_HTTP_LISTEN); nil: off, unless systemd
+    /// passes its socket.
+    public var httpListen: HTTPListener? = nil
 
     public static let defaultSocketPath = "/run/paymentsd/paymentsd.sock"
     public static let maxSocketPathBytes = 107
@@ -107,6 +114,23 @@ public struct DaemonConfiguration: Sendable {
         default: throw ConfigurationError("PAYMENTSD_LOG_LEVEL", "must be debug, info, notice, warning or error")
         }
 
+        var stripeCAFile: String? = nil
+        if let path = env["STRIPE_CA_FILE"], !path.isEmpty {
+            guard let pem = readFile(path), pem.contains("-----BEGIN CERTIFICATE-----") else {
+                throw ConfigurationError("STRIPE_CA_FILE", "must be a readable PEM file of certificates")
+            }
+            stripeCAFile = path
+        }
+
+        var httpListen: HTTPListener? = nil
+        if let text = env["PAYMENTSD_HTTP_LISTEN"], !text.isEmpty {
+            guard let listener = HTTPListener.parse(text) else {
+                throw ConfigurationError(
+                    "PAYMENTSD_HTTP_LISTEN", "must be 127.0.0.1:PORT or [::1]:PORT (loopback only), or unix:/path")
+            }
+            httpListen = listener
+        }
+
         var testDelayMS: Int? = nil
         if env["PAYMENTSD_TEST_DELAY_MS"] != nil {
             testDelayMS = try env.integer("PAYMENTSD_TEST_DELAY_MS", default: 0, in: 0...600_000)
@@ -133,7 +157,9 @@ public struct DaemonConfiguration: Sendable {
             stripeSecretKey: Secret(secretKey),
             stripeWebhookSecrets: webhookSecrets.map { Secret(String($0)) },
             crashAt: env["PAYMENTSD_CRASH_AT"].flatMap { $0.isEmpty ? nil : $0 },
-            testDelayMS: testDelayMS)
+            testDelayMS: testDelayMS,
+            stripeCAFile: stripeCAFile,
+            httpListen: httpListen)
     }
 
     /// A credential from systemd's credential directory if present there, else from the environment.

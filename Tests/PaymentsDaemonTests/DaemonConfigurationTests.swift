@@ -32,6 +32,15 @@ import Testing
         #expect(configuration.crashAt == nil && configuration.testDelayMS == nil)
     }
 
+    @Test func stripeCAFile_mustBeAReadablePEMFile() throws {
+        let pem = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
+        #expect(try self.load([:]).stripeCAFile == nil)
+        #expect(try self.load(["STRIPE_CA_FILE": "/tmp/ca.pem"], files: ["/tmp/ca.pem": pem]).stripeCAFile == "/tmp/ca.pem")
+        #expect(self.failure(["STRIPE_CA_FILE": "/tmp/missing.pem"])?.variable == "STRIPE_CA_FILE")
+        #expect(self.failure(["STRIPE_CA_FILE": "/tmp/ca.pem"], files: ["/tmp/ca.pem": "not a certificate"])?.variable
+            == "STRIPE_CA_FILE")
+    }
+
     @Test func stateDirectory_holdsTheDatabase() throws {
         #expect(try self.load(["STATE_DIRECTORY": "/var/lib/x:/other"]).databasePath == "/var/lib/x/payments.db")
         #expect(try self.load(["STATE_DIRECTORY": "/var/lib/x", "PAYMENTSD_DB": "/tmp/p.db"]).databasePath == "/tmp/p.db")

@@ -125,6 +125,45 @@ class FakeStripeHandle:
     def expire_session_at_stripe(self, session_id: str):
         return self.control("POST", f"/_fake/sessions/{session_id}/expire", {})
 
+    # -- webhook forwarding (fakestripe/webhooks.py) ------------------------
+
+    def forward_webhooks(self, url: str | None, secret: str | None = None,
+                         retries: int | None = None) -> dict:
+        """POST every event emitted from now on to url (None: stop, dropping what is pending),
+        signed with secret (default: h.WEBHOOK_SECRET, the fake's), retried up to `retries`
+        times (default: the fake's, 10). Returns {"url", "retries", "pending"}."""
+        body: dict = {"url": url}
+        if secret is not None:
+            body["secret"] = secret
+        if retries is not None:
+            body["retries"] = retries
+        return self.control("POST", "/_fake/webhooks", body)
+
+    def stop_forwarding_webhooks(self) -> dict:
+        return self.forward_webhooks(None)
+
+    def webhook_deliveries(self, event_id: str | None = None) -> list[dict]:
+        """Every forwarding attempt, oldest first: {"event_id", "event_type", "attempt",
+        "url", "status" (None on a connection error), "error", "at", "duration_ms",
+        "outcome" ("delivered" | "retrying" | "gave_up"), "retry_in"}."""
+        path = "/_fake/webhooks/deliveries"
+        if event_id is not None:
+            path += "?" + urllib.parse.urlencode({"event_id": event_id})
+        return self.control("GET", path)["deliveries"]
+
+    def wait_webhooks_idle(self, timeout: float = 15.0) -> list[dict]:
+        """Wait until no forwarded event is waiting for (another) attempt; returns
+        webhook_deliveries(). Fails after timeout seconds."""
+        deadline = time.monotonic() + timeout
+        while True:
+            out = self.control("GET", "/_fake/webhooks/deliveries")
+            if out["pending"] == 0:
+                return out["deliveries"]
+            assert time.monotonic() < deadline, (
+                f"{out['pending']} webhook delivery(ies) still pending after {timeout} s: "
+                f"{out['deliveries'][-5:]}")
+            time.sleep(0.05)
+
     # -- the API, as the daemon sees it -----------------------------------
 
     def session(self, session_id: str) -> dict | None:
