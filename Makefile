@@ -77,6 +77,7 @@ run: deps
 	@$(PYTHON) -m fakestripe --port $(FAKE_PORT) --api-key sk_test_local --webhook-secret whsec_local \
 	  --forward-to http://127.0.0.1:$(HTTP_PORT)/stripe/webhook & fake=$$!; \
 	trap 'kill $$fake 2>/dev/null' EXIT INT TERM; \
+	for i in $$(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$(FAKE_PORT)) 2>/dev/null && break; sleep 0.1; done; \
 	PAYMENTSD_SOCKET=$(RUN_DIR)/paymentsd.sock PAYMENTSD_DB=$(RUN_DIR)/payments.db \
 	PAYMENTSD_HTTP_LISTEN=127.0.0.1:$(HTTP_PORT) \
 	STRIPE_API_BASE=http://127.0.0.1:$(FAKE_PORT) STRIPE_SECRET_KEY=sk_test_local \
