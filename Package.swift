@@ -10,6 +10,7 @@ let package = Package(
         .executable(name: "paymentsd", targets: ["paymentsd"]),
         .executable(name: "paymentsctl", targets: ["paymentsctl"]),
         .executable(name: "paymentsd-bench", targets: ["paymentsd-bench"]),
+        .executable(name: "paymentsd-fuzz", targets: ["paymentsd-fuzz"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
@@ -106,6 +107,17 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
+            ]),
+        // The decoders under libFuzzer (`make fuzz`), or their corpus replayed (`make test`).
+        .executableTarget(
+            name: "paymentsd-fuzz",
+            dependencies: [
+                "PaymentsWire", "PaymentsRPC", "PaymentsHTTP", "PaymentsService", "PaymentsStore", "PaymentsEngine",
+                "StripeClient",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
             ]),
         // Test support shared by the Swift test targets.
         .target(
