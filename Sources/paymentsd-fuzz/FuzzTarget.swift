@@ -171,6 +171,9 @@ private final class RouteRecorder: ChannelInboundHandler {
     }
 }
 
+/// The fixture's database file, one per process.
+private let fixtureDatabase = NSTemporaryDirectory() + "paymentsd-fuzz-\(getpid()).db"
+
 /// What the targets share, made once: the daemon's method table over a store in a temporary
 /// file (never written: no call is run) and a webhook verifier.
 final class Fixture: Sendable {
@@ -180,8 +183,10 @@ final class Fixture: Sendable {
     let verifier = WebhookVerifier(secrets: ["whsec_fuzz"])
 
     private init() {
-        let path = NSTemporaryDirectory() + "paymentsd-fuzz-\(getpid()).db"
+        let path = fixtureDatabase
         guard let store = try? Store(path: path) else { preconditionFailure("no store at \(path)") }
+        // Gone when the run ends (libFuzzer and the replay both end through exit).
+        atexit { for suffix in ["", "-wal", "-shm"] { unlink(fixtureDatabase + suffix) } }
         var logger = Logger(label: "fuzz")
         logger.logLevel = .critical
         let stripe = StripeClient(configuration: .init(baseURL: "http://127.0.0.1:9", secretKey: "sk_test_fuzz"))
