@@ -7,7 +7,8 @@ import Glibc
 /// Who may call (protocol.md section 6).
 ///
 /// Allowed: root, the daemon's own uid, and members of the allowed groups.
-/// Admin methods additionally need root, the daemon's uid, or an admin group.
+/// Admin methods additionally need root, the daemon's uid, or an admin group: an admin group
+/// alone does not make a caller allowed (section 6 says "additionally").
 /// Group membership is the peer's gid plus the supplementary groups the
 /// group database gives its user.
 public struct CallerPolicy: Sendable {
@@ -30,8 +31,7 @@ public struct CallerPolicy: Sendable {
     public func permits(_ peer: PeerCredentials, method: MethodName?) -> Bool {
         if peer.uid == 0 || peer.uid == self.daemonUID { return true }
         let groups = self.groupsOf(peer)
-        let allowed = !groups.isDisjoint(with: self.allowedGroups) || !groups.isDisjoint(with: self.adminGroups)
-        guard allowed else { return false }
+        guard !groups.isDisjoint(with: self.allowedGroups) else { return false }
         guard let method, method.requiresAdmin else { return true }
         return !groups.isDisjoint(with: self.adminGroups)
     }

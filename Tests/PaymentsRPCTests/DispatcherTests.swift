@@ -7,7 +7,10 @@ import Testing
 @Suite struct DispatcherTests {
     static let root = PeerCredentials(pid: 1, uid: 0, gid: 0)
     static let member = PeerCredentials(pid: 2, uid: 1000, gid: 100)
+    /// In the allowed group and the admin group.
     static let admin = PeerCredentials(pid: 3, uid: 1001, gid: 200)
+    /// In an admin group only: not an allowed caller at all.
+    static let adminOnly = PeerCredentials(pid: 6, uid: 1003, gid: 201)
     static let stranger = PeerCredentials(pid: 4, uid: 1002, gid: 300)
 
     struct Declined: RPCErrorConvertible {
@@ -26,7 +29,9 @@ import Testing
         logger.logLevel = .critical
         return Dispatcher(
             table: table,
-            policy: CallerPolicy(daemonUID: 999, allowedGroups: [100], adminGroups: [200], groupsOf: { [$0.gid] }),
+            policy: CallerPolicy(
+                daemonUID: 999, allowedGroups: [100], adminGroups: [200, 201],
+                groupsOf: { $0.gid == 200 ? [100, 200] : [$0.gid] }),
             metrics: RequestMetrics(), configuration: configuration, logger: logger)
     }
 
@@ -76,6 +81,9 @@ import Testing
         // Admin methods: members are refused before the method's (missing) handler is looked up.
         #expect(await self.call(dispatcher, MethodName.reconcile.fullName, peer: Self.member).status.reason == "caller_not_allowed")
         #expect(await self.call(dispatcher, MethodName.reconcile.fullName, peer: Self.admin).status.reason == "not_implemented")
+        // An admin group grants admin methods to allowed callers only (section 6: "additionally").
+        #expect(await self.call(dispatcher, MethodName.health.fullName, peer: Self.adminOnly).status.reason == "caller_not_allowed")
+        #expect(await self.call(dispatcher, MethodName.reconcile.fullName, peer: Self.adminOnly).status.reason == "caller_not_allowed")
         #expect(
             await self.call(dispatcher, MethodName.refundPayment.fullName, peer: Self.root, key: "k").status.reason
                 == "not_implemented")

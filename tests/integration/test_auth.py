@@ -107,6 +107,19 @@ def test_admin_group_may_call_admin_methods(start_daemon, pb):
     _expect(out[1], "NOT_FOUND", "sku_not_found", "admin-group AdjustStock (served; the sku is unknown)")
 
 
+def test_an_admin_group_alone_does_not_make_an_allowed_caller(start_daemon, pb):
+    """Section 6: admin methods need an admin group *additionally*; a caller in PAYMENTSD_ADMIN_GIDS
+    but not in PAYMENTSD_ALLOW_GIDS may call nothing."""
+    d = start_reachable(start_daemon, env={"PAYMENTSD_ALLOW_GIDS": "0",
+                                           "PAYMENTSD_ADMIN_GIDS": "65534"})
+    out = h.call_as_user(d.socket_path, [
+        req("Health", 1, pb.HealthRequest()),
+        req("Reconcile", 2, pb.ReconcileRequest()),
+    ])
+    _expect(out[0], "PERMISSION_DENIED", "caller_not_allowed", "admin group only: Health")
+    _expect(out[1], "PERMISSION_DENIED", "caller_not_allowed", "admin group only: Reconcile")
+
+
 def test_other_group_does_not_help(start_daemon, pb):
     """Groups the caller is not in grant nothing."""
     d = start_reachable(start_daemon, env={"PAYMENTSD_ALLOW_GIDS": "0",
