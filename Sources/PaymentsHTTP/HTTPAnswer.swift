@@ -1,16 +1,11 @@
 import NIOHTTP1
 
 /// One HTTP answer, before it is framed.
-struct HTTPAnswer: Sendable, Equatable {
+struct HTTPAnswer: Sendable {
     var status: HTTPResponseStatus
     var contentType: String
     var body: [UInt8]
     var extraHeaders: [(String, String)] = []
-
-    static func == (lhs: HTTPAnswer, rhs: HTTPAnswer) -> Bool {
-        lhs.status == rhs.status && lhs.contentType == rhs.contentType && lhs.body == rhs.body
-            && lhs.extraHeaders.map { "\($0.0): \($0.1)" } == rhs.extraHeaders.map { "\($0.0): \($0.1)" }
-    }
 
     static func text(_ status: HTTPResponseStatus, _ text: String) -> HTTPAnswer {
         HTTPAnswer(status: status, contentType: "text/plain; charset=utf-8", body: Array(text.utf8))

@@ -76,10 +76,6 @@ public final class HTTPServer: Service, Sendable {
 
     private func bind() async throws -> any Channel {
         let configuration = self.configuration
-        var limits = NIOHTTPDecoderLimitConfiguration()
-        limits.maxHeaderListSize = configuration.maxHeaderBytes
-        limits.maxHeaderFieldSize = configuration.maxHeaderBytes
-        limits.maxHeaderFieldCount = 100
         let gateway = self.gateway
         let bootstrap = ServerBootstrap(group: self.eventLoopGroup)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
@@ -90,9 +86,7 @@ public final class HTTPServer: Service, Sendable {
                     try pipeline.addHandler(
                         HTTPTimeoutHandler(
                             requestTimeout: .init(configuration.requestTimeout), idleTimeout: .init(configuration.idleTimeout)))
-                    try pipeline.configureHTTPServerPipeline(
-                        withPipeliningAssistance: true, withErrorHandling: true, withOutboundHeaderValidation: true,
-                        withEncoderConfiguration: .init(), withDecoderLimitConfiguration: limits)
+                    try Self.addHTTPCodec(to: pipeline, configuration)
                     try pipeline.addHandler(
                         HTTPEndpointHandler(
                             gateway: gateway, maxBody: configuration.maxBody,
@@ -110,6 +104,19 @@ public final class HTTPServer: Service, Sendable {
         case .inherited(let descriptor):
             return try await bootstrap.withBoundSocket(descriptor).get()
         }
+    }
+
+    /// NIOHTTP1's part of a connection, with the configuration's header limits: keep-alive and
+    /// pipelined requests handed over one at a time, 400 for what cannot be parsed. The fuzz
+    /// target builds the same pipeline through this.
+    static func addHTTPCodec(to pipeline: ChannelPipeline.SynchronousOperations, _ configuration: Configuration) throws {
+        var limits = NIOHTTPDecoderLimitConfiguration()
+        limits.maxHeaderListSize = configuration.maxHeaderBytes
+        limits.maxHeaderFieldSize = configuration.maxHeaderBytes
+        limits.maxHeaderFieldCount = 100
+        try pipeline.configureHTTPServerPipeline(
+            withPipeliningAssistance: true, withErrorHandling: true, withOutboundHeaderValidation: true,
+            withEncoderConfiguration: .init(), withDecoderLimitConfiguration: limits)
     }
 
     private func track(_ channel: any Channel) {

@@ -118,17 +118,10 @@ enum FuzzTarget: String, CaseIterable {
 
     private static func http(_ input: [UInt8]) {
         let channel = EmbeddedChannel()
-        var limits = NIOHTTPDecoderLimitConfiguration()
         let configuration = HTTPServer.Configuration(listener: .tcp(host: "127.0.0.1", port: 0))
-        limits.maxHeaderListSize = configuration.maxHeaderBytes
-        limits.maxHeaderFieldSize = configuration.maxHeaderBytes
-        limits.maxHeaderFieldCount = 100
-        let recorder = RouteRecorder(maxBody: configuration.maxBody)
         do {
-            try channel.pipeline.syncOperations.configureHTTPServerPipeline(
-                withPipeliningAssistance: true, withErrorHandling: true, withOutboundHeaderValidation: true,
-                withEncoderConfiguration: .init(), withDecoderLimitConfiguration: limits)
-            try channel.pipeline.syncOperations.addHandler(recorder)
+            try HTTPServer.addHTTPCodec(to: channel.pipeline.syncOperations, configuration)
+            try channel.pipeline.syncOperations.addHandler(RouteRecorder(maxBody: configuration.maxBody))
         } catch {
             preconditionFailure("the pipeline could not be set up: \(error)")
         }
