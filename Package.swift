@@ -23,6 +23,8 @@ let package = Package(
         .systemLibrary(
             name: "CProtobufC", pkgConfig: "libprotobuf-c", providers: [.apt(["libprotobuf-c-dev"])]),
         .systemLibrary(name: "CSQLite", pkgConfig: "sqlite3", providers: [.apt(["libsqlite3-dev"])]),
+        // Debian's libpq: the PostgreSQL store, blocking calls like SQLite's, on connections of a pool.
+        .systemLibrary(name: "CPostgres", pkgConfig: "libpq", providers: [.apt(["libpq-dev"])]),
         .systemLibrary(name: "CCurl", pkgConfig: "libcurl", providers: [.apt(["libcurl4-openssl-dev"])]),
         // Debian's OpenSSL libcrypto: SHA-256 and HMAC without building a crypto library of our own.
         .systemLibrary(name: "CCrypto", pkgConfig: "libcrypto", providers: [.apt(["libssl-dev"])]),
@@ -58,10 +60,11 @@ let package = Package(
             ]),
         // The domain in pure types: statuses and their state machine, records, requests, refusals; no I/O.
         .target(name: "PaymentsDomain"),
-        // SQLite: connections, statements, migrations, the serial writer, and every query, typed per aggregate.
+        // SQLite or PostgreSQL: connections, migrations, the writers, advisory locks, and every query,
+        // typed per aggregate.
         .target(
             name: "PaymentsStore",
-            dependencies: ["PaymentsDomain", "CSQLite", "CSystemShims", .product(name: "Logging", package: "swift-log")]),
+            dependencies: ["PaymentsDomain", "CSQLite", "CPostgres", "CSystemShims", .product(name: "Logging", package: "swift-log")]),
         // Stripe's REST API over libcurl: form encoding, idempotency keys, retries, circuit breaker.
         .target(name: "StripeClient", dependencies: ["CCurl"]),
         // The commands: keyed lock table, operations with recovery points, checkout, stock, audit.

@@ -73,20 +73,11 @@ public enum Daemon {
             Self.printError(problem)
             return ExitStatus.config
         }
-        let databaseLock: DatabaseLock
+        let databaseLock: DatabaseLock?
         do {
-            databaseLock = try DatabaseLock(databasePath: configuration.databasePath)
+            databaseLock = try Self.lockDatabase(configuration)
         } catch {
-            switch error {
-            case .heldByAnother:
-                Self.printError(
-                    "PAYMENTSD_DB: another paymentsd is serving \(configuration.databasePath); this one stops (exit status 75)")
-                return ExitStatus.databaseInUse
-            case .cannotOpen(let code):
-                Self.printError(
-                    "PAYMENTSD_DB: cannot open the lock file \(configuration.databasePath).lock: \(String(cString: strerror(code)))")
-                return ExitStatus.config
-            }
+            return error.status
         }
         let level = configuration.logLevel
         LoggingSystem.bootstrap { label in JournalLogHandler(label: label, level: level) }
@@ -95,30 +86,9 @@ public enum Daemon {
 
         let store: Store
         do {
-            store = try Store(
-                path: configuration.databasePath, busyTimeoutMS: configuration.busyTimeoutMS,
-                onConditionChange: { trouble in
-                    // Once per episode: every write in it answers the same reason to its caller.
-                    if let trouble {
-                        logger.error("the database cannot take writes", metadata: ["condition": "\(trouble)"])
-                    } else {
-                        logger.notice("the database takes writes again")
-                    }
-                })
-        } catch let error as SQLiteError where error.code == .notADatabase {
-            Self.printError("PAYMENTSD_DB: \(configuration.databasePath) is not an SQLite database")
-            return ExitStatus.config
-        } catch let error as StoreError {
-            // A newer schema or a refused pragma: restarting the same binary cannot fix it.
-            Self.printError("PAYMENTSD_DB: \(configuration.databasePath): \(error)")
-            return ExitStatus.config
-        } catch let error as SQLiteError {
-            // A damaged file, a file system SQLite cannot lock: a restart finds the same file.
-            Self.printError("PAYMENTSD_DB: cannot open \(configuration.databasePath): \(error.message) (\(error.code))")
-            return ExitStatus.config
+            store = try Self.openStore(configuration, logger: logger)
         } catch {
-            logger.critical("cannot open the database", metadata: ["path": "\(configuration.databasePath)", "error": "\(error)"])
-            return ExitStatus.failure
+            return error.status
         }
 
         // Frames of up to PAYMENTSD_MAX_FRAME and their copies are mapped and unmapped on their own,
@@ -187,7 +157,7 @@ public enum Daemon {
         logger.notice(
             "starting",
             metadata: [
-                "version": "\(PaymentsVersion.current)", "database": "\(configuration.databasePath)",
+                "version": "\(PaymentsVersion.current)", "database": "\(store.location)",
                 "stripe_api_base": "\(configuration.stripeAPIBase)",
             ])
         defer { withExtendedLifetime(databaseLock) {} }
@@ -206,7 +176,7 @@ public enum Daemon {
         return ExitStatus.usage
     }
 
-    private static func printError(_ line: String) {
+    static func printError(_ line: String) {
         // Before logging is set up, still in the journal's format.
         let text = "<3>\(line)\n"
         text.withCString { _ = write(2, $0, strlen($0)) }

@@ -1,5 +1,6 @@
 import Logging
 import PaymentsHTTP
+import PaymentsStore
 
 #if canImport(Glibc)
 import Glibc
@@ -12,6 +13,7 @@ import Glibc
 /// `ConfigurationError` naming the variable and never echoing a secret.
 public struct DaemonConfiguration: Sendable {
     public var socketPath: String
+    /// PAYMENTSD_DB as given: an SQLite file's path, or a PostgreSQL URI (then `postgres` is set).
     public var databasePath: String
     public var maxFrame: Int
     /// How long a write waits for another process's lock on the database (before the call's deadline).
@@ -45,6 +47,8 @@ public struct DaemonConfiguration: Sendable {
     /// Where the optional HTTP endpoint listens (PAYMENTSD_HTTP_LISTEN); nil: off, unless systemd
     /// passes its socket.
     public var httpListen: HTTPListener? = nil
+    /// The PostgreSQL store's settings, when PAYMENTSD_DB is a `postgresql://` URI.
+    public var postgres: PostgresConfiguration? = nil
 
     public static let defaultSocketPath = "/run/paymentsd/paymentsd.sock"
     public static let maxSocketPathBytes = 107
@@ -159,7 +163,24 @@ public struct DaemonConfiguration: Sendable {
             crashAt: env["PAYMENTSD_CRASH_AT"].flatMap { $0.isEmpty ? nil : $0 },
             testDelayMS: testDelayMS,
             stripeCAFile: stripeCAFile,
-            httpListen: httpListen)
+            httpListen: httpListen,
+            postgres: try Self.postgres(databasePath, env: env, credentials: credentials, readFile: readFile))
+    }
+
+    /// The PostgreSQL store's settings when PAYMENTSD_DB is a connection URI, else nil (SQLite).
+    private static func postgres(
+        _ database: String, env: Environment, credentials: String?, readFile: (String) -> String?
+    ) throws -> PostgresConfiguration? {
+        guard PostgresConfiguration.isURI(database) else { return nil }
+        // Only from the credential: a password in the environment would show in /proc/PID/environ.
+        let password = credentials.flatMap { readFile("\($0)/postgres-password") }.map {
+            String($0.trimmingWhitespace())
+        }
+        return PostgresConfiguration(
+            uri: database, password: password,
+            poolSize: try env.integer("PAYMENTSD_DB_POOL_SIZE", default: 8, in: 1...256),
+            connectTimeoutSeconds: try env.integer("PAYMENTSD_DB_CONNECT_TIMEOUT", default: 5, in: 1...600),
+            busyTimeoutMS: try env.integer("PAYMENTSD_BUSY_TIMEOUT_MS", default: 5000, in: 0...600_000))
     }
 
     /// A credential from systemd's credential directory if present there, else from the environment.

@@ -7,7 +7,18 @@ import Glibc
 enum StartupCheck {
     /// The first problem with the database's and the socket's paths, or nil.
     static func paths(_ configuration: DaemonConfiguration, socketActivated: Bool) -> String? {
-        let database = configuration.databasePath
+        if configuration.postgres == nil, let problem = Self.databasePath(configuration.databasePath) { return problem }
+        if !socketActivated {
+            let socketDirectory = Self.directory(of: configuration.socketPath)
+            if !Self.isDirectory(socketDirectory) {
+                return "PAYMENTSD_SOCKET: the directory \(socketDirectory) of \(configuration.socketPath) does not exist"
+            }
+        }
+        return nil
+    }
+
+    /// The first problem with the SQLite file's path, or nil.
+    private static func databasePath(_ database: String) -> String? {
         let databaseDirectory = Self.directory(of: database)
         if !Self.isDirectory(databaseDirectory) {
             return "PAYMENTSD_DB: the directory \(databaseDirectory) of \(database) does not exist"
@@ -17,12 +28,6 @@ enum StartupCheck {
         }
         if access(database, F_OK) == 0 && access(database, R_OK | W_OK) != 0 {
             return "PAYMENTSD_DB: \(database) is read-only for this user; paymentsd must be able to write it"
-        }
-        if !socketActivated {
-            let socketDirectory = Self.directory(of: configuration.socketPath)
-            if !Self.isDirectory(socketDirectory) {
-                return "PAYMENTSD_SOCKET: the directory \(socketDirectory) of \(configuration.socketPath) does not exist"
-            }
         }
         return nil
     }

@@ -10,15 +10,15 @@ import PaymentsStore
 /// So the engine hands the answer to the transaction that commits the effect:
 /// both are committed, or neither is.
 public struct AnswerRecorder<Value>: Sendable {
-    let success: @Sendable (Connection, Value, Int64) throws -> Void
-    let failure: @Sendable (Connection, PaymentsError, Int64) throws -> Void
+    let success: @Sendable (any Connection, Value, Int64) throws -> Void
+    let failure: @Sendable (any Connection, PaymentsError, Int64) throws -> Void
 
     /// - Parameters:
     ///   - success: stores the answer for `Value`, in the caller's transaction, at the given time.
     ///   - failure: stores a refusal that ends the call (`already_paid`, `stripe_rejected`).
     public init(
-        success: @escaping @Sendable (Connection, Value, Int64) throws -> Void,
-        failure: @escaping @Sendable (Connection, PaymentsError, Int64) throws -> Void
+        success: @escaping @Sendable (any Connection, Value, Int64) throws -> Void,
+        failure: @escaping @Sendable (any Connection, PaymentsError, Int64) throws -> Void
     ) {
         self.success = success
         self.failure = failure
@@ -27,12 +27,12 @@ public struct AnswerRecorder<Value>: Sendable {
 
 extension Optional {
     /// Records `value` as the call's answer, when the call has an answer to store.
-    func record<Value>(_ db: Connection, _ value: Value, now: Int64) throws where Wrapped == AnswerRecorder<Value> {
+    func record<Value>(_ db: any Connection, _ value: Value, now: Int64) throws where Wrapped == AnswerRecorder<Value> {
         try self?.success(db, value, now)
     }
 
     /// Records `error` as the call's answer, when the call has an answer to store.
-    func record<Value>(_ db: Connection, failure error: PaymentsError, now: Int64) throws where Wrapped == AnswerRecorder<Value> {
+    func record<Value>(_ db: any Connection, failure error: PaymentsError, now: Int64) throws where Wrapped == AnswerRecorder<Value> {
         try self?.failure(db, error, now)
     }
 }

@@ -7,7 +7,7 @@ extension CheckoutEngine {
     /// fulfilled; otherwise nothing is sold, the payment says why, and a full refund is recorded.
     /// Returns that refund's id: it must now be sent (`RefundEngine.send`).
     static func applyLatePayment(
-        _ db: Connection, _ payment: PaymentRecord, paid: Fulfilment.Settlement, source: String, now: Int64
+        _ db: any Connection, _ payment: PaymentRecord, paid: Fulfilment.Settlement, source: String, now: Int64
     ) throws -> String? {
         let quantities = payment.items.reduce(into: [String: Int64]()) { $0[$1.sku, default: 0] += $1.quantity }
         let gone: String

@@ -29,7 +29,7 @@ public struct Engine: Sendable {
         store: Store, stripe: StripeClient, configuration: CheckoutEngine.Configuration = .init(), logger: Logger,
         now: @escaping @Sendable () -> Int64 = { Int64(time(nil)) }
     ) {
-        let locks = KeyedLockTable<String>()
+        let locks = KeyedLockTable<String>(crossHost: store.advisoryLocks)
         let checkout = CheckoutEngine(
             store: store, stripe: stripe, locks: locks, configuration: configuration, logger: logger, now: now)
         let events = EventInbox(store: store, checkout: checkout, locks: locks, logger: logger, now: now)

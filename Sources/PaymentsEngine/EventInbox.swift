@@ -101,7 +101,7 @@ public final class EventInbox: Sendable {
         }
 
         /// Stores the row, PENDING; false when its id is stored already (a redelivery that raced this one).
-        func insert(_ db: Connection) throws -> Bool {
+        func insert(_ db: any Connection) throws -> Bool {
             try StripeEventInbox.insert(db, self.event, refunds: self.refunds, now: self.receivedAt)
         }
     }
@@ -212,7 +212,7 @@ public final class EventInbox: Sendable {
 
     /// The deal an event belongs to: by the payment id in the session's metadata, its session, or its
     /// payment intent. Nil when it cannot be paymentsd's (a session no payment has).
-    private static func dealOf(_ eventID: String, _ db: Connection) throws -> Owner? {
+    private static func dealOf(_ eventID: String, _ db: any Connection) throws -> Owner? {
         guard let event = try StripeEventInbox.load(db, eventID: eventID) else { return nil }
         if let payment = try Self.payment(db, event) { return .deal(payment.dealID) }
         return Self.waitsForPaymentIntent(type: event.type, paymentIntentID: event.paymentIntentID)
@@ -226,7 +226,7 @@ public final class EventInbox: Sendable {
     }
 
     /// The event's payment: by the payment id in its object's metadata, its session, or its payment intent.
-    private static func payment(_ db: Connection, _ event: StripeEventInbox.Event) throws -> PaymentRecord? {
+    private static func payment(_ db: any Connection, _ event: StripeEventInbox.Event) throws -> PaymentRecord? {
         if let paymentID = event.paymentID, let payment = try PaymentRecord.load(db, paymentID: paymentID) {
             return payment
         }
@@ -239,7 +239,7 @@ public final class EventInbox: Sendable {
 
     /// One event, in one transaction under its deal's lock. States only move forward: an event
     /// that would move a payment back is recorded and changes nothing.
-    fileprivate func applyLocked(_ db: Connection, eventID: String) throws -> (Outcome, refund: String?) {
+    fileprivate func applyLocked(_ db: any Connection, eventID: String) throws -> (Outcome, refund: String?) {
         let now = self.now()
         guard let event = try StripeEventInbox.load(db, eventID: eventID), event.isPending else { return (.duplicate, nil) }
         let type = event.type
@@ -295,7 +295,7 @@ public final class EventInbox: Sendable {
 
     /// Returns a note for the inbox, and the refund to send when a late payment found no stock.
     private func fulfil(
-        _ db: Connection, _ payment: PaymentRecord, paid: Fulfilment.Settlement, source: String, now: Int64
+        _ db: any Connection, _ payment: PaymentRecord, paid: Fulfilment.Settlement, source: String, now: Int64
     ) throws -> (String, String?) {
         switch payment.status {
         case .created:
@@ -319,7 +319,7 @@ public final class EventInbox: Sendable {
         }
     }
 
-    private func close(_ db: Connection, _ payment: PaymentRecord, to status: PaymentStatus, kind: String, now: Int64)
+    private func close(_ db: any Connection, _ payment: PaymentRecord, to status: PaymentStatus, kind: String, now: Int64)
         throws -> String
     {
         guard payment.status == .created else {

@@ -30,7 +30,7 @@ enum Fulfilment {
     }
 
     /// Records the settlement's ids, and for a subscription the amount Stripe charged.
-    static func record(_ db: Connection, _ payment: PaymentRecord, _ paid: Settlement) throws {
+    static func record(_ db: any Connection, _ payment: PaymentRecord, _ paid: Settlement) throws {
         try PaymentRecord.recordSettlement(
             db, paymentID: payment.paymentID, paymentIntentID: paid.paymentIntentID, subscriptionID: paid.subscriptionID,
             amountTotal: paid.amountTotal)
@@ -39,7 +39,7 @@ enum Fulfilment {
     /// Fulfils `payment` if it is not paid yet; returns whether this call did. A closed checkout
     /// (a late payment) must have had its stock held again by the caller first.
     @discardableResult
-    static func apply(_ db: Connection, _ payment: PaymentRecord, paid: Settlement, source: String, now: Int64) throws
+    static func apply(_ db: any Connection, _ payment: PaymentRecord, paid: Settlement, source: String, now: Int64) throws
         -> Bool
     {
         switch payment.status {

@@ -68,7 +68,7 @@ public final class Janitor: Sendable {
     }
 
     /// Health of the invariants an operator watches (guarantee 13), for Metrics.
-    public static func counts(_ db: Connection) throws -> (stuck: Int, orphans: Int, pendingEvents: Int) {
+    public static func counts(_ db: any Connection) throws -> (stuck: Int, orphans: Int, pendingEvents: Int) {
         (
             try Invariants.stuckOperations(db, attempts: Self.stuckAfterAttempts),
             try Invariants.orphanedEvents(db),

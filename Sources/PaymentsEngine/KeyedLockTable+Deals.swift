@@ -19,7 +19,7 @@ extension KeyedLockTable where Key == String {
 
     /// Runs `body` holding the deal's lock when it is free now; nil when another command holds it
     /// or waits for it.
-    func withDealLockIfFree<Result: Sendable>(_ dealID: String, _ body: () async throws -> Result) async rethrows
+    func withDealLockIfFree<Result: Sendable>(_ dealID: String, _ body: () async throws -> Result) async throws
         -> Result?
     {
         try await self.withLockIfFree(Self.dealKey(dealID), body)

@@ -1,3 +1,4 @@
+import PaymentsStore
 import Synchronization
 
 /// Mutual exclusion per key (a deal, a customer), FIFO, bounded by deadlines.
@@ -15,6 +16,9 @@ import Synchronization
 /// - **Several keys**: a command that needs two takes them nested, in one
 ///   global order (customer before deal), so two commands can never wait for
 ///   each other.
+/// - **Across hosts**: on PostgreSQL the holder of a key also takes it in `crossHost` (an advisory
+///   lock of the shared database) before its body runs and lets it go after, so the paymentsd of
+///   other hosts wait for it too; only one waiter per key of this process ever asks there.
 public final class KeyedLockTable<Key: Hashable & Sendable>: Sendable {
     private struct Waiter {
         let id: UInt64
@@ -29,8 +33,11 @@ public final class KeyedLockTable<Key: Hashable & Sendable>: Sendable {
     }
 
     private let state = Mutex(State())
+    private let crossHost: PostgresAdvisoryLocks?
 
-    public init() {}
+    public init(crossHost: PostgresAdvisoryLocks? = nil) {
+        self.crossHost = crossHost
+    }
 
     /// Keys held or waited for now; zero when the table is idle.
     public var trackedKeyCount: Int { self.state.withLock { $0.queues.count } }
@@ -48,12 +55,28 @@ public final class KeyedLockTable<Key: Hashable & Sendable>: Sendable {
     ) async throws -> Result {
         try await self.acquire(key, deadline: deadline)
         defer { self.release(key) }
-        return try await body()
+        guard let crossHost = self.crossHost else { return try await body() }
+        guard let lease = try await crossHost.lock(String(describing: key), until: deadline) else { throw LockTimeout() }
+        return try await Self.holding(lease, in: crossHost, body)
+    }
+
+    /// Runs `body`, then lets `lease` go whether it returned or threw.
+    private static func holding<Result>(
+        _ lease: PostgresAdvisoryLocks.Lease, in crossHost: PostgresAdvisoryLocks, _ body: () async throws -> Result
+    ) async throws -> Result {
+        do {
+            let result = try await body()
+            await crossHost.unlock(lease)
+            return result
+        } catch {
+            await crossHost.unlock(lease)
+            throw error
+        }
     }
 
     /// Runs `body` holding `key` when nobody holds or waits for it now; nil, without waiting, when
     /// it is taken.
-    public func withLockIfFree<Result>(_ key: Key, _ body: () async throws -> Result) async rethrows -> Result? {
+    public func withLockIfFree<Result>(_ key: Key, _ body: () async throws -> Result) async throws -> Result? {
         let granted: Bool = self.state.withLock { state in
             guard state.queues[key] == nil else { return false }
             state.queues[key] = []
@@ -61,7 +84,10 @@ public final class KeyedLockTable<Key: Hashable & Sendable>: Sendable {
         }
         guard granted else { return nil }
         defer { self.release(key) }
-        return try await body()
+        guard let crossHost = self.crossHost else { return try await body() }
+        // Another host holding it is as busy as a local holder: the caller takes its slower path.
+        guard let lease = try await crossHost.lockIfFree(String(describing: key)) else { return nil }
+        return try await Self.holding(lease, in: crossHost, body)
     }
 
     private func acquire(_ key: Key, deadline: ContinuousClock.Instant) async throws {

@@ -88,7 +88,7 @@ public final class RefundEngine: Sendable {
         }
     }
 
-    private static func dealID(_ db: Connection, _ key: CheckoutEngine.PaymentKey) throws -> String {
+    private static func dealID(_ db: any Connection, _ key: CheckoutEngine.PaymentKey) throws -> String {
         switch key {
         case .deal(let dealID):
             guard try PaymentRecord.latest(db, dealID: dealID) != nil else { throw PaymentsError.dealNotFound(dealID) }
@@ -102,7 +102,7 @@ public final class RefundEngine: Sendable {
     }
 
     /// The first step: the refund this request already made (a retry), or the guards and a new PENDING row.
-    private func record(_ db: Connection, _ request: Request) throws -> String {
+    private func record(_ db: any Connection, _ request: Request) throws -> String {
         let now = self.now()
         if let earlier = try RefundRecord.load(db, callerUID: request.callerUID, requestKey: request.idempotencyKey) {
             if earlier.createdAt > now - Self.requestKeyRetention {
@@ -124,7 +124,7 @@ public final class RefundEngine: Sendable {
     }
 
     /// The payment a refund is for: by id, or the one that decides for the deal (`PaymentCommand.deciding`).
-    private static func refundable(_ db: Connection, _ key: CheckoutEngine.PaymentKey) throws -> PaymentRecord {
+    private static func refundable(_ db: any Connection, _ key: CheckoutEngine.PaymentKey) throws -> PaymentRecord {
         switch key {
         case .payment(let paymentID):
             guard let payment = try PaymentRecord.load(db, paymentID: paymentID) else {

@@ -11,14 +11,14 @@ import StripeClient
 enum RefundLedger {
 
     /// What remains refundable: paid, less every refund that is not FAILED (pending ones included).
-    static func remaining(_ db: Connection, _ payment: PaymentRecord) throws -> Int64 {
+    static func remaining(_ db: any Connection, _ payment: PaymentRecord) throws -> Int64 {
         max(0, payment.amountTotal - (try RefundRecord.committedAmount(db, paymentID: payment.paymentID)))
     }
 
     /// Records a PENDING refund and starts its operation. The insert itself refuses to go past
     /// the amount paid (a trigger), so no read before it can be raced.
     static func insert(
-        _ db: Connection, _ payment: PaymentRecord, amount: Int64, reason: RefundReason?, restock: Bool, cause: String,
+        _ db: any Connection, _ payment: PaymentRecord, amount: Int64, reason: RefundReason?, restock: Bool, cause: String,
         caller: RefundRecord.Caller?, now: Int64
     ) throws -> String {
         let refundID = CheckoutEngine.newID(prefix: "rfd_")
@@ -45,7 +45,7 @@ enum RefundLedger {
     }
 
     /// Settles a PENDING refund with Stripe's answer; a refund already settled changes no more.
-    static func settle(_ db: Connection, refundID: String, _ answer: Answer, now: Int64) throws {
+    static func settle(_ db: any Connection, refundID: String, _ answer: Answer, now: Int64) throws {
         guard let refund = try RefundRecord.load(db, refundID: refundID),
             let payment = try PaymentRecord.load(db, paymentID: refund.paymentID)
         else { return }
@@ -88,7 +88,7 @@ enum RefundLedger {
 
     /// A refund named by a Stripe event: one paymentsd sent is settled; one made elsewhere
     /// (the dashboard) is recorded as it is, once per Stripe refund id.
-    static func record(_ db: Connection, _ payment: PaymentRecord, _ object: RefundObject, now: Int64) throws {
+    static func record(_ db: any Connection, _ payment: PaymentRecord, _ object: RefundObject, now: Int64) throws {
         if let known = try RefundRecord.load(db, stripeRefundID: object.id) {
             try Self.settle(db, refundID: known.refundID, .stripe(object), now: now)
             return
@@ -122,7 +122,7 @@ enum RefundLedger {
 
     /// A refund of `payment` succeeded: its amount refunded, its status, and on a full refund its
     /// order (refunded) and stock (back once, if a refund asked for it).
-    private static func applySucceeded(_ db: Connection, _ stale: PaymentRecord, now: Int64) throws {
+    private static func applySucceeded(_ db: any Connection, _ stale: PaymentRecord, now: Int64) throws {
         guard let payment = try PaymentRecord.load(db, paymentID: stale.paymentID) else { return }
         let refunded = try RefundRecord.succeededAmount(db, paymentID: payment.paymentID)
         try PaymentRecord.setAmountRefunded(db, paymentID: payment.paymentID, min(refunded, payment.amountTotal), now: now)
@@ -150,7 +150,7 @@ enum RefundLedger {
 
     /// The order of a fully refunded payment is marked refunded; its stock comes back once when
     /// one of the payment's refunds asked for a restock.
-    private static func closeOrder(_ db: Connection, _ payment: PaymentRecord, now: Int64) throws {
+    private static func closeOrder(_ db: any Connection, _ payment: PaymentRecord, now: Int64) throws {
         if try OrderBook.markRefunded(db, paymentID: payment.paymentID, now: now) {
             try AuditLog.append(
                 db, dealID: payment.dealID, paymentID: payment.paymentID, kind: "order.refunded",

@@ -50,13 +50,13 @@ final class RequestIdempotency: ServerInterceptor {
             self.hash = call.requestHash
         }
 
-        func save(_ db: Connection, _ response: ResponseEnvelope, now: Int64) throws {
+        func save(_ db: any Connection, _ response: ResponseEnvelope, now: Int64) throws {
             try IdempotencyKeys.save(
                 db, callerUID: self.callerUID, key: self.key, requestHash: self.hash, response: response.serialized(),
                 now: now)
         }
 
-        func save(_ db: Connection, payload: [UInt8], now: Int64) throws {
+        func save(_ db: any Connection, payload: [UInt8], now: Int64) throws {
             try self.save(db, ResponseEnvelope(requestID: 0, status: .ok, payload: payload), now: now)
         }
 

@@ -21,6 +21,10 @@ extension StorageTrouble: RPCErrorConvertible {
                 "the database cannot take writes (\(detail)); retry with the same idempotency key once it is back")
         case .deadlinePassed:
             RPCError.deadlineExceeded
+        case .unreachable(let detail):
+            RPCError(
+                .unavailable, "database_unreachable",
+                "PostgreSQL cannot be reached (\(detail)); retry with the same idempotency key once it is back")
         }
     }
 }

@@ -15,7 +15,7 @@ public enum AuditLog {
     }
 
     public static func append(
-        _ db: Connection, dealID: String?, paymentID: String?, kind: String, from: String = "", to: String = "",
+        _ db: any Connection, dealID: String?, paymentID: String?, kind: String, from: String = "", to: String = "",
         detail: String = "", now: Int64
     ) throws {
         precondition(db.isInTransaction, "audit rows are written in the transaction of their change")
@@ -25,7 +25,7 @@ public enum AuditLog {
     }
 
     /// The deal's trail, oldest first.
-    public static func entries(_ db: Connection, dealID: String) throws -> [Entry] {
+    public static func entries(_ db: any Connection, dealID: String) throws -> [Entry] {
         try db.query(
             "SELECT seq, at, coalesce(payment_id, ''), kind, from_status, to_status, detail FROM audit_events WHERE deal_id = ? ORDER BY seq",
             dealID

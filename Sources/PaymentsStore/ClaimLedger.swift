@@ -17,17 +17,19 @@ public enum ClaimLedger {
     }
 
     /// Holds every key for the payment, or throws `claimTaken` naming the first one another deal has.
-    public static func hold(_ db: Connection, paymentID: String, dealID: String, keys: [String], now: Int64) throws {
+    public static func hold(_ db: any Connection, paymentID: String, dealID: String, keys: [String], now: Int64) throws {
         for key in keys {
             do {
                 // A late payment holds again what its checkout had released: the row exists.
-                try db.query(
-                    """
-                    INSERT INTO claims (key, payment_id, deal_id, state, created_at, updated_at)
-                    VALUES (?, ?, ?, 'HELD', ?, ?)
-                    ON CONFLICT (payment_id, key) DO UPDATE SET state = 'HELD', updated_at = excluded.updated_at
-                    """, key, paymentID, dealID, now, now)
-            } catch let error as SQLiteError where error.code == .constraintUnique {
+                _ = try db.statementThatMayFail {
+                    try db.query(
+                        """
+                        INSERT INTO claims (key, payment_id, deal_id, state, created_at, updated_at)
+                        VALUES (?, ?, ?, 'HELD', ?, ?)
+                        ON CONFLICT (payment_id, key) DO UPDATE SET state = 'HELD', updated_at = excluded.updated_at
+                        """, key, paymentID, dealID, now, now)
+                }
+            } catch let error where ConstraintViolation.of(error) == .unique {
                 // The one UNIQUE index of claims beyond its primary key: claims_one_holder.
                 throw PaymentsError.claimTaken(key: key)
             }
@@ -37,7 +39,7 @@ public enum ClaimLedger {
     /// Refuses, before anything is closed for it, a request whose names another deal has: a
     /// REPLACE must not cancel the open checkout only to be refused the names afterwards.
     /// `replacing` is the checkout being replaced, whose own holds do not count.
-    public static func ensureFree(_ db: Connection, keys: [String], replacing paymentID: String) throws {
+    public static func ensureFree(_ db: any Connection, keys: [String], replacing paymentID: String) throws {
         for key in keys {
             let current = try Self.get(db, key: key)
             let someoneHasIt: Bool
@@ -50,23 +52,23 @@ public enum ClaimLedger {
     }
 
     /// Lets go of the payment's holds (its checkout closed without a sale).
-    public static func release(_ db: Connection, paymentID: String, now: Int64) throws {
+    public static func release(_ db: any Connection, paymentID: String, now: Int64) throws {
         try db.query(
             "UPDATE claims SET state = 'RELEASED', updated_at = ? WHERE payment_id = ? AND state = 'HELD'", now, paymentID)
     }
 
     /// The payment is paid: its held names are its deal's now.
-    public static func take(_ db: Connection, paymentID: String, now: Int64) throws {
+    public static func take(_ db: any Connection, paymentID: String, now: Int64) throws {
         try db.query(
             "UPDATE claims SET state = 'TAKEN', updated_at = ? WHERE payment_id = ? AND state = 'HELD'", now, paymentID)
     }
 
     /// The names a payment asked for, in the order it asked.
-    public static func keys(_ db: Connection, paymentID: String) throws -> [String] {
+    public static func keys(_ db: any Connection, paymentID: String) throws -> [String] {
         try db.query("SELECT key FROM claims WHERE payment_id = ? ORDER BY rowid", paymentID).map { $0.string(0) }
     }
 
-    public static func get(_ db: Connection, key: String) throws -> Status {
+    public static func get(_ db: any Connection, key: String) throws -> Status {
         guard
             let row = try db.queryFirst(
                 """
@@ -81,7 +83,7 @@ public enum ClaimLedger {
     }
 
     /// ReleaseClaim: frees a TAKEN name, audited. A HELD one belongs to an open checkout: cancel that instead.
-    public static func releaseTaken(_ db: Connection, key: String, now: Int64) throws -> Status {
+    public static func releaseTaken(_ db: any Connection, key: String, now: Int64) throws -> Status {
         let current = try Self.get(db, key: key)
         switch current.state {
         case .taken:

@@ -6,7 +6,7 @@ protocol QueuedWrite: AnyObject, Sendable {
     var wait: GroupCommitWriter.Wait { get }
     /// Runs the write's body inside its own savepoint; whether it succeeded. A body that threw has
     /// been rolled back to its savepoint and its error, passed through `classify`, kept.
-    func run(_ connection: Connection, classify: (any Error) -> any Error) -> Bool
+    func run(_ connection: SQLiteConnection, classify: (any Error) -> any Error) -> Bool
     /// The error the write's own body threw, once it has run and failed.
     var ownError: (any Error)? { get }
     /// Answers the caller, once: its own error if its body threw, its result if its transaction
@@ -40,15 +40,15 @@ final class GroupCommitWriter: @unchecked Sendable {
     /// an unbounded batch.
     static let maxBatch = 64
 
-    private let connection: Connection
+    private let connection: SQLiteConnection
     private let queue: DispatchQueue
     private let pending = Mutex<(writes: [any QueuedWrite], draining: Bool)>(([], false))
-    typealias Batch = @Sendable (Connection, [any QueuedWrite], _ requeue: ([any QueuedWrite]) -> Void) -> Void
+    typealias Batch = @Sendable (SQLiteConnection, [any QueuedWrite], _ requeue: ([any QueuedWrite]) -> Void) -> Void
     private let batch: Batch
 
     /// - Parameter batch: runs one batch on the connection and answers every write in it, or hands
     ///   some back to `requeue` to run in the next batch; called on the writer's queue only.
-    init(_ connection: Connection, label: String, batch: @escaping Batch) {
+    init(_ connection: SQLiteConnection, label: String, batch: @escaping Batch) {
         self.connection = connection
         self.queue = DispatchQueue(label: label)
         self.batch = batch
@@ -56,7 +56,7 @@ final class GroupCommitWriter: @unchecked Sendable {
 
     /// Queues `body` for the next transaction and waits for that transaction's end.
     func write<Result: Sendable>(
-        wait: Wait, _ body: @escaping @Sendable (Connection) throws -> Result
+        wait: Wait, _ body: @escaping @Sendable (any Connection) throws -> Result
     ) async throws -> Result {
         try await withCheckedThrowingContinuation { continuation in
             let write = PendingWrite(wait: wait, body: body, continuation: continuation)
@@ -71,7 +71,7 @@ final class GroupCommitWriter: @unchecked Sendable {
     }
 
     /// Runs `body` alone on the writer's connection, between batches (pragmas, a lock probe).
-    func alone<Result: Sendable>(_ body: @escaping @Sendable (Connection) throws -> Result) async throws -> Result {
+    func alone<Result: Sendable>(_ body: @escaping @Sendable (SQLiteConnection) throws -> Result) async throws -> Result {
         try await withCheckedThrowingContinuation { continuation in
             self.queue.async { continuation.resume(with: Swift.Result { try body(self.connection) }) }
         }
@@ -106,12 +106,12 @@ final class GroupCommitWriter: @unchecked Sendable {
 /// writer's queue, one after the other; the other properties are immutable.
 private final class PendingWrite<Result: Sendable>: QueuedWrite, @unchecked Sendable {
     let wait: GroupCommitWriter.Wait
-    private let body: @Sendable (Connection) throws -> Result
+    private let body: @Sendable (any Connection) throws -> Result
     private let continuation: CheckedContinuation<Result, any Error>
     private var result: Swift.Result<Result, any Error>?
 
     init(
-        wait: GroupCommitWriter.Wait, body: @escaping @Sendable (Connection) throws -> Result,
+        wait: GroupCommitWriter.Wait, body: @escaping @Sendable (any Connection) throws -> Result,
         continuation: CheckedContinuation<Result, any Error>
     ) {
         self.wait = wait
@@ -119,7 +119,7 @@ private final class PendingWrite<Result: Sendable>: QueuedWrite, @unchecked Send
         self.continuation = continuation
     }
 
-    func run(_ connection: Connection, classify: (any Error) -> any Error) -> Bool {
+    func run(_ connection: SQLiteConnection, classify: (any Error) -> any Error) -> Bool {
         do {
             self.result = .success(try connection.savepoint("write") { try self.body(connection) })
             return true

@@ -9,7 +9,7 @@ public enum IdempotencyKeys {
     }
 
     /// The key's row written after `since`, if any.
-    public static func find(_ db: Connection, callerUID: UInt32, key: String, since: Int64) throws -> Entry? {
+    public static func find(_ db: any Connection, callerUID: UInt32, key: String, since: Int64) throws -> Entry? {
         guard
             let row = try db.queryFirst(
                 "SELECT request_hash, response FROM idempotency_keys WHERE caller_uid = ? AND key = ? AND created_at > ?",
@@ -21,7 +21,7 @@ public enum IdempotencyKeys {
 
     /// Stores the key's answer, replacing a row that had none (or an expired one).
     public static func save(
-        _ db: Connection, callerUID: UInt32, key: String, requestHash: [UInt8], response: [UInt8], now: Int64
+        _ db: any Connection, callerUID: UInt32, key: String, requestHash: [UInt8], response: [UInt8], now: Int64
     ) throws {
         try db.query(
             """
@@ -32,7 +32,7 @@ public enum IdempotencyKeys {
     }
 
     /// Records the key as taken by this request, with no answer yet, unless it has a row.
-    public static func markTaken(_ db: Connection, callerUID: UInt32, key: String, requestHash: [UInt8], now: Int64)
+    public static func markTaken(_ db: any Connection, callerUID: UInt32, key: String, requestHash: [UInt8], now: Int64)
         throws
     {
         try db.query(
@@ -43,7 +43,7 @@ public enum IdempotencyKeys {
     }
 
     /// Forgets the rows written at or before `cutoff`.
-    public static func purge(_ db: Connection, before cutoff: Int64) throws {
+    public static func purge(_ db: any Connection, before cutoff: Int64) throws {
         try db.query("DELETE FROM idempotency_keys WHERE created_at <= ?", cutoff)
     }
 }

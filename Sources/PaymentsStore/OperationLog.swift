@@ -40,7 +40,7 @@ public enum OperationLog {
     /// command resumes it); a finished one is started again with the new detail (a second
     /// expiry of one payment, say after an asynchronous payment failed, has its own reason).
     public static func start(
-        _ db: Connection, _ kind: Kind, dealID: String, paymentID: String, subject: String? = nil, recoveryPoint: RecoveryPoint,
+        _ db: any Connection, _ kind: Kind, dealID: String, paymentID: String, subject: String? = nil, recoveryPoint: RecoveryPoint,
         cause: ExpiryCause? = nil, detail: String? = nil, now: Int64
     ) throws {
         try db.query(
@@ -59,7 +59,7 @@ public enum OperationLog {
             ])
     }
 
-    public static func advance(_ db: Connection, _ kind: Kind, paymentID: String, to recoveryPoint: RecoveryPoint, detail: String?, now: Int64)
+    public static func advance(_ db: any Connection, _ kind: Kind, paymentID: String, to recoveryPoint: RecoveryPoint, detail: String?, now: Int64)
         throws
     {
         try db.query(
@@ -67,7 +67,7 @@ public enum OperationLog {
             now, Self.id(kind, paymentID: paymentID))
     }
 
-    public static func finish(_ db: Connection, _ kind: Kind, paymentID: String, subject: String? = nil, now: Int64) throws {
+    public static func finish(_ db: any Connection, _ kind: Kind, paymentID: String, subject: String? = nil, now: Int64) throws {
         try db.query(
             "UPDATE operations SET recovery_point = ?, finished_at = ?, updated_at = ? WHERE id = ? AND finished_at IS NULL",
             RecoveryPoint.done.rawValue, now, now, Self.id(kind, paymentID: paymentID, subject: subject))
@@ -75,31 +75,31 @@ public enum OperationLog {
 
     /// Notes a failed attempt; the janitor waits longer after each (2, 4, 8 ... up to 300 s).
     public static func recordFailure(
-        _ db: Connection, _ kind: Kind, paymentID: String, subject: String? = nil, error: String, now: Int64
+        _ db: any Connection, _ kind: Kind, paymentID: String, subject: String? = nil, error: String, now: Int64
     ) throws {
         try db.query(
             """
             UPDATE operations SET attempts = attempts + 1, last_error = ?, updated_at = ?,
-                next_attempt_at = ? + min(300, 1 << min(attempts + 1, 9))
+                next_attempt_at = ? + CASE WHEN attempts >= 8 THEN 300 ELSE CAST(1 AS BIGINT) << CAST(attempts + 1 AS INTEGER) END
             WHERE id = ? AND finished_at IS NULL
             """, error, now, now, Self.id(kind, paymentID: paymentID, subject: subject))
     }
 
-    public static func find(_ db: Connection, _ kind: Kind, paymentID: String) throws -> Record? {
+    public static func find(_ db: any Connection, _ kind: Kind, paymentID: String) throws -> Record? {
         try Self.records(db, "id = ?", [Self.id(kind, paymentID: paymentID)]).first
     }
 
     /// Unfinished operations due now (`force`: all of them, as at start-up).
-    public static func unfinished(_ db: Connection, now: Int64, force: Bool) throws -> [Record] {
+    public static func unfinished(_ db: any Connection, now: Int64, force: Bool) throws -> [Record] {
         try Self.records(
             db, "finished_at IS NULL" + (force ? "" : " AND coalesce(next_attempt_at, 0) <= ?"), force ? [] : [now])
     }
 
-    public static func pendingCount(_ db: Connection) throws -> Int64 {
+    public static func pendingCount(_ db: any Connection) throws -> Int64 {
         try db.queryFirst("SELECT count(*) FROM operations WHERE finished_at IS NULL")!.int64(0)
     }
 
-    private static func records(_ db: Connection, _ condition: String, _ arguments: [any SQLValueConvertible]) throws
+    private static func records(_ db: any Connection, _ condition: String, _ arguments: [any SQLValueConvertible]) throws
         -> [Record]
     {
         try db.query(

@@ -13,32 +13,32 @@ extension PaymentRecord {
         "SELECT \(Self.columns) FROM payments p LEFT JOIN orders o ON o.payment_id = p.payment_id WHERE \(condition)"
     }
 
-    public static func load(_ db: Connection, paymentID: String) throws -> PaymentRecord? {
+    public static func load(_ db: any Connection, paymentID: String) throws -> PaymentRecord? {
         try db.query(Self.select("p.payment_id = ?"), arguments: [paymentID]).first.map { try Self.decode($0, db) }
     }
 
     /// The deal's latest payment.
-    public static func latest(_ db: Connection, dealID: String) throws -> PaymentRecord? {
+    public static func latest(_ db: any Connection, dealID: String) throws -> PaymentRecord? {
         try db.query(
             Self.select("p.deal_id = ? ORDER BY p.created_at DESC, p.rowid DESC LIMIT 1"), arguments: [dealID]
         ).first.map { try Self.decode($0, db) }
     }
 
     /// The deal's payments, oldest first.
-    public static func all(_ db: Connection, dealID: String) throws -> [PaymentRecord] {
+    public static func all(_ db: any Connection, dealID: String) throws -> [PaymentRecord] {
         try db.query(Self.select("p.deal_id = ? ORDER BY p.created_at, p.rowid"), arguments: [dealID]).map {
             try Self.decode($0, db)
         }
     }
 
     /// The customer's open subscription checkout, on whatever deal (at most one: a UNIQUE index says so).
-    public static func openSubscription(_ db: Connection, customerRef: String) throws -> PaymentRecord? {
+    public static func openSubscription(_ db: any Connection, customerRef: String) throws -> PaymentRecord? {
         try db.query(
             Self.select("p.customer_ref = ? AND p.mode = 'SUBSCRIPTION' AND p.status = 'CREATED'"), arguments: [customerRef]
         ).first.map { try Self.decode($0, db) }
     }
 
-    private static func decode(_ row: Row, _ db: Connection) throws -> PaymentRecord {
+    private static func decode(_ row: Row, _ db: any Connection) throws -> PaymentRecord {
         let paymentID = row.string(0)
         let items = try db.query(
             "SELECT sku, name, quantity, unit_amount, price_id FROM payment_items WHERE payment_id = ? ORDER BY position",
@@ -63,7 +63,7 @@ extension PaymentRecord {
     }
 
     /// Inserts a new CREATED payment with its items and metadata.
-    public static func insert(_ db: Connection, paymentID: String, request: CheckoutRequest, expiresAt: Int64, now: Int64) throws {
+    public static func insert(_ db: any Connection, paymentID: String, request: CheckoutRequest, expiresAt: Int64, now: Int64) throws {
         try db.query(
             """
             INSERT INTO payments (payment_id, deal_id, customer_ref, mode, status, currency, amount_total, success_url,
@@ -86,7 +86,7 @@ extension PaymentRecord {
 
     /// Moves the payment from `from` to `to` and records it in the audit trail, in the caller's transaction.
     public static func transition(
-        _ db: Connection, _ payment: PaymentRecord, to: PaymentStatus, kind: String, detail: String = "",
+        _ db: any Connection, _ payment: PaymentRecord, to: PaymentStatus, kind: String, detail: String = "",
         failureReason: String? = nil, now: Int64
     ) throws {
         precondition(payment.status.canMove(to: to), "\(payment.status.name) -> \(to.name) is not a payment transition")
@@ -102,21 +102,21 @@ extension PaymentRecord {
     }
 
     /// The payment whose Stripe Checkout Session this is.
-    public static func load(_ db: Connection, checkoutSessionID: String) throws -> PaymentRecord? {
+    public static func load(_ db: any Connection, checkoutSessionID: String) throws -> PaymentRecord? {
         try db.query(Self.select("p.checkout_session_id = ?"), arguments: [checkoutSessionID]).first.map {
             try Self.decode($0, db)
         }
     }
 
     /// The payment whose Stripe payment intent this is (recorded when its completion was applied).
-    public static func load(_ db: Connection, paymentIntentID: String) throws -> PaymentRecord? {
+    public static func load(_ db: any Connection, paymentIntentID: String) throws -> PaymentRecord? {
         try db.query(Self.select("p.payment_intent_id = ?"), arguments: [paymentIntentID]).first.map {
             try Self.decode($0, db)
         }
     }
 
     /// Records the session Stripe made for the payment.
-    public static func recordSession(_ db: Connection, paymentID: String, sessionID: String, url: String?, now: Int64)
+    public static func recordSession(_ db: any Connection, paymentID: String, sessionID: String, url: String?, now: Int64)
         throws
     {
         try db.query(
@@ -127,7 +127,7 @@ extension PaymentRecord {
     /// Records a new attempt of an open payment's session create; false when the payment is no
     /// longer open without a session.
     public static func startSessionAttempt(
-        _ db: Connection, paymentID: String, attempt: Int, expiresAt: Int64, now: Int64
+        _ db: any Connection, paymentID: String, attempt: Int, expiresAt: Int64, now: Int64
     ) throws -> Bool {
         try db.query(
             """
@@ -141,7 +141,7 @@ extension PaymentRecord {
     /// known), and what it charges: a subscription's prices' total, known only to Stripe, or nothing
     /// at all when a discount covers everything (`no_payment_required`).
     public static func recordSettlement(
-        _ db: Connection, paymentID: String, paymentIntentID: String?, subscriptionID: String?, amountTotal: Int64?
+        _ db: any Connection, paymentID: String, paymentIntentID: String?, subscriptionID: String?, amountTotal: Int64?
     ) throws {
         try db.query(
             """
@@ -153,18 +153,18 @@ extension PaymentRecord {
     }
 
     /// Records the subscription a payment made, unless one is recorded.
-    public static func recordSubscription(_ db: Connection, paymentID: String, subscriptionID: String) throws {
+    public static func recordSubscription(_ db: any Connection, paymentID: String, subscriptionID: String) throws {
         try db.query(
             "UPDATE payments SET subscription_id = coalesce(subscription_id, ?) WHERE payment_id = ?", subscriptionID,
             paymentID)
     }
 
-    public static func setFailureReason(_ db: Connection, paymentID: String, _ reason: String, now: Int64) throws {
+    public static func setFailureReason(_ db: any Connection, paymentID: String, _ reason: String, now: Int64) throws {
         try db.query("UPDATE payments SET failure_reason = ?, updated_at = ? WHERE payment_id = ?", reason, now, paymentID)
     }
 
     /// What the payment's SUCCEEDED refunds gave back, at most what was paid.
-    public static func setAmountRefunded(_ db: Connection, paymentID: String, _ amount: Int64, now: Int64) throws {
+    public static func setAmountRefunded(_ db: any Connection, paymentID: String, _ amount: Int64, now: Int64) throws {
         try db.query(
             "UPDATE payments SET amount_refunded = ?, updated_at = ? WHERE payment_id = ?", amount, now, paymentID)
     }

@@ -14,21 +14,21 @@ final class ReaderPool: Sendable {
     /// by exactly one caller between `take` and `give`, never both, so no two threads use its
     /// connection at once.
     final class Slot: @unchecked Sendable {
-        let connection: Connection
-        init(_ connection: Connection) { self.connection = connection }
+        let connection: SQLiteConnection
+        init(_ connection: SQLiteConnection) { self.connection = connection }
     }
 
     private let free: Mutex<[Slot]>
-    private let open: @Sendable () throws -> Connection
+    private let open: @Sendable () throws -> SQLiteConnection
 
     /// - Parameter open: opens and configures one more read-only connection.
-    init(first: Connection, open: @escaping @Sendable () throws -> Connection) {
+    init(first: SQLiteConnection, open: @escaping @Sendable () throws -> SQLiteConnection) {
         self.free = Mutex([Slot(first)])
         self.open = open
     }
 
     /// Runs `body` on a connection no one else is using.
-    func run<Result>(_ body: (Connection) throws -> Result) throws -> Result {
+    func run<Result>(_ body: (SQLiteConnection) throws -> Result) throws -> Result {
         let slot = try self.free.withLock { $0.popLast() } ?? Slot(self.open())
         defer { self.free.withLock { $0.append(slot) } }
         return try body(slot.connection)

@@ -8,21 +8,21 @@ extension RefundRecord {
         FROM refunds
         """
 
-    public static func load(_ db: Connection, refundID: String) throws -> RefundRecord? {
+    public static func load(_ db: any Connection, refundID: String) throws -> RefundRecord? {
         try db.query(Self.select + " WHERE refund_id = ?", refundID).first.map(Self.decode)
     }
 
     /// The payment's refunds, oldest first.
-    public static func all(_ db: Connection, paymentID: String) throws -> [RefundRecord] {
+    public static func all(_ db: any Connection, paymentID: String) throws -> [RefundRecord] {
         try db.query(Self.select + " WHERE payment_id = ? ORDER BY created_at, rowid", paymentID).map(Self.decode)
     }
 
-    public static func load(_ db: Connection, stripeRefundID: String) throws -> RefundRecord? {
+    public static func load(_ db: any Connection, stripeRefundID: String) throws -> RefundRecord? {
         try db.query(Self.select + " WHERE stripe_refund_id = ?", stripeRefundID).first.map(Self.decode)
     }
 
     /// The refund a caller's idempotency key asked for, however old.
-    public static func load(_ db: Connection, callerUID: UInt32, requestKey: String) throws -> RefundRecord? {
+    public static func load(_ db: any Connection, callerUID: UInt32, requestKey: String) throws -> RefundRecord? {
         try db.query(Self.select + " WHERE caller_uid = ? AND request_key = ?", Int64(callerUID), requestKey).first
             .map(Self.decode)
     }
@@ -41,14 +41,14 @@ extension RefundRecord {
     }
 
     /// What the payment's refunds hold against its amount: every refund not FAILED, pending ones included.
-    public static func committedAmount(_ db: Connection, paymentID: String) throws -> Int64 {
+    public static func committedAmount(_ db: any Connection, paymentID: String) throws -> Int64 {
         try db.queryFirst(
             "SELECT coalesce(sum(amount), 0) FROM refunds WHERE payment_id = ? AND status <> 'FAILED'", paymentID)!
             .int64(0)
     }
 
     /// What the payment's SUCCEEDED refunds gave back.
-    public static func succeededAmount(_ db: Connection, paymentID: String) throws -> Int64 {
+    public static func succeededAmount(_ db: any Connection, paymentID: String) throws -> Int64 {
         try db.queryFirst(
             "SELECT coalesce(sum(amount), 0) FROM refunds WHERE payment_id = ? AND status = 'SUCCEEDED'", paymentID)!
             .int64(0)
@@ -71,11 +71,12 @@ extension RefundRecord {
     /// take the payment's refunds past the amount paid: the insert's own trigger checks it, so no
     /// read before it can be raced.
     public static func insertPending(
-        _ db: Connection, refundID: String, paymentID: String, amount: Int64, reason: RefundReason?, restock: Bool,
+        _ db: any Connection, refundID: String, paymentID: String, amount: Int64, reason: RefundReason?, restock: Bool,
         cause: String, caller: Caller?, now: Int64
     ) throws -> Bool {
         do {
-            try db.query(
+            _ = try db.statementThatMayFail {
+                try db.query(
                 """
                 INSERT INTO refunds (refund_id, payment_id, amount, status, reason, restock, origin, cause, caller_uid,
                     request_key, request_hash, created_at, updated_at)
@@ -85,8 +86,9 @@ extension RefundRecord {
                     refundID, paymentID, amount, reason?.rawValue ?? RefundReason.noneName, restock ? 1 : 0, cause,
                     caller.map { Int64($0.uid) }, caller?.key, caller.map { SQLValue.blob($0.requestHash) }, now, now,
                 ])
+            }
             return true
-        } catch let error as SQLiteError where error.code == .constraintTrigger {
+        } catch let error where ConstraintViolation.of(error) == .trigger {
             // The only trigger on refunds inserts: refunds_never_exceed_payment.
             return false
         }
@@ -94,7 +96,7 @@ extension RefundRecord {
 
     /// Records a refund made outside paymentsd (the dashboard), as Stripe reported it.
     public static func insertOutside(
-        _ db: Connection, refundID: String, paymentID: String, amount: Int64, status: RefundStatus,
+        _ db: any Connection, refundID: String, paymentID: String, amount: Int64, status: RefundStatus,
         stripeRefundID: String, failureReason: String?, now: Int64
     ) throws {
         try db.query(
@@ -110,7 +112,7 @@ extension RefundRecord {
 
     /// Settles the refund's status with Stripe's id for it (kept once known) and failure reason.
     public static func settle(
-        _ db: Connection, refundID: String, status: RefundStatus, stripeRefundID: String?, failureReason: String?,
+        _ db: any Connection, refundID: String, status: RefundStatus, stripeRefundID: String?, failureReason: String?,
         now: Int64
     ) throws {
         try db.query(
@@ -122,18 +124,18 @@ extension RefundRecord {
     }
 
     /// Whether a refund of the payment that is not FAILED asked for its stock back.
-    public static func restockWanted(_ db: Connection, paymentID: String) throws -> Bool {
+    public static func restockWanted(_ db: any Connection, paymentID: String) throws -> Bool {
         try db.queryFirst(
             "SELECT 1 FROM refunds WHERE payment_id = ? AND restock = 1 AND status <> 'FAILED'", paymentID) != nil
     }
 
     /// Frees the caller's idempotency key of a refund whose key has expired: it may name a new request now.
-    public static func forgetRequestKey(_ db: Connection, refundID: String) throws {
+    public static func forgetRequestKey(_ db: any Connection, refundID: String) throws {
         try db.query("UPDATE refunds SET request_key = NULL WHERE refund_id = ?", refundID)
     }
 
     /// Refunds Stripe left pending, last touched at or before `cutoff`, oldest first.
-    public static func stalePending(_ db: Connection, touchedBefore cutoff: Int64) throws
+    public static func stalePending(_ db: any Connection, touchedBefore cutoff: Int64) throws
         -> [(refundID: String, stripeRefundID: String, dealID: String)]
     {
         try db.query(
@@ -146,7 +148,7 @@ extension RefundRecord {
     }
 
     /// Marks the refund as looked at now (asked about again only after another wait).
-    public static func touch(_ db: Connection, refundID: String, now: Int64) throws {
+    public static func touch(_ db: any Connection, refundID: String, now: Int64) throws {
         try db.query("UPDATE refunds SET updated_at = ? WHERE refund_id = ?", now, refundID)
     }
 }

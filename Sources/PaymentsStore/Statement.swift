@@ -4,9 +4,9 @@ import CSQLite
 public final class Statement {
     let handle: OpaquePointer
     public let sql: String
-    private unowned let connection: Connection
+    private unowned let connection: SQLiteConnection
 
-    init(connection: Connection, sql: String) throws {
+    init(connection: SQLiteConnection, sql: String) throws {
         var handle: OpaquePointer?
         let code = sqlite3_prepare_v2(connection.handle, sql, -1, &handle, nil)
         guard code == SQLITE_OK, let handle else {

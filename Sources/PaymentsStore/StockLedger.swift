@@ -15,14 +15,14 @@ public enum StockLedger {
         public var available: Int64 { self.onHand - self.reserved }
     }
 
-    public static func get(_ db: Connection, sku: String) throws -> Level? {
+    public static func get(_ db: any Connection, sku: String) throws -> Level? {
         try db.queryFirst("SELECT sku, on_hand, reserved FROM stock WHERE sku = ?", sku).map {
             Level(sku: $0.string(0), onHand: $0.int64(1), reserved: $0.int64(2))
         }
     }
 
     /// Sets stock on hand, creating the SKU's row; never below what is reserved.
-    public static func set(_ db: Connection, sku: String, onHand: Int64, now: Int64) throws -> Level {
+    public static func set(_ db: any Connection, sku: String, onHand: Int64, now: Int64) throws -> Level {
         let before = try Self.get(db, sku: sku)
         if let before, onHand < before.reserved {
             throw PaymentsError.stockBelowReserved(sku: sku, reserved: before.reserved)
@@ -39,7 +39,7 @@ public enum StockLedger {
     }
 
     /// Adds `delta` (may be negative) to stock on hand; never below what is reserved.
-    public static func adjust(_ db: Connection, sku: String, delta: Int64, now: Int64) throws -> Level {
+    public static func adjust(_ db: any Connection, sku: String, delta: Int64, now: Int64) throws -> Level {
         guard let before = try Self.get(db, sku: sku) else { throw PaymentsError.skuNotFound(sku) }
         let (onHand, overflow) = before.onHand.addingReportingOverflow(delta)
         guard !overflow else {
@@ -56,7 +56,7 @@ public enum StockLedger {
     }
 
     /// Holds stock of every tracked SKU for the payment, or throws `insufficientStock` naming the first short SKU.
-    public static func reserve(_ db: Connection, paymentID: String, quantities: [String: Int64], now: Int64) throws {
+    public static func reserve(_ db: any Connection, paymentID: String, quantities: [String: Int64], now: Int64) throws {
         for (sku, quantity) in quantities.sorted(by: { $0.key < $1.key }) {
             try db.query(
                 "UPDATE stock SET reserved = reserved + ?, updated_at = ? WHERE sku = ? AND on_hand - reserved >= ?",
@@ -75,17 +75,17 @@ public enum StockLedger {
     }
 
     /// Gives the payment's held stock back.
-    public static func release(_ db: Connection, paymentID: String, now: Int64) throws {
+    public static func release(_ db: any Connection, paymentID: String, now: Int64) throws {
         try Self.settle(db, paymentID: paymentID, to: "RELEASED", onHandChange: 0, now: now)
     }
 
     /// Turns the payment's held stock into sold stock: on hand and reserved both go down.
-    public static func commit(_ db: Connection, paymentID: String, now: Int64) throws {
+    public static func commit(_ db: any Connection, paymentID: String, now: Int64) throws {
         try Self.settle(db, paymentID: paymentID, to: "COMMITTED", onHandChange: 1, now: now)
     }
 
     /// Returns a refunded order's sold stock to on hand (its caller makes sure it happens once).
-    public static func restock(_ db: Connection, paymentID: String, now: Int64) throws {
+    public static func restock(_ db: any Connection, paymentID: String, now: Int64) throws {
         let sold = try db.query(
             "SELECT sku, quantity FROM reservations WHERE payment_id = ? AND state = 'COMMITTED'", paymentID)
         for row in sold {
@@ -94,7 +94,7 @@ public enum StockLedger {
         }
     }
 
-    private static func settle(_ db: Connection, paymentID: String, to state: String, onHandChange: Int64, now: Int64)
+    private static func settle(_ db: any Connection, paymentID: String, to state: String, onHandChange: Int64, now: Int64)
         throws
     {
         let held = try db.query("SELECT sku, quantity FROM reservations WHERE payment_id = ? AND state = 'HELD'", paymentID)

@@ -43,10 +43,14 @@ final class StorageCondition: Sendable {
         if changed { self.onChange(nil) }
     }
 
-    /// The error to throw for `error`: SQLite's storage codes become `StorageTrouble`, remembered
+    /// The error to throw for `error`: SQLite's storage codes and PostgreSQL's become `StorageTrouble`, remembered
     /// when `recording` (writes) or permanent; anything else (a constraint, a misuse) stays itself.
     func classify(_ error: any Error, recording: Bool = true) -> any Error {
-        guard let error = error as? SQLiteError, let trouble = StorageTrouble.of(error) else { return error }
+        let found: StorageTrouble? =
+            if let sqlite = error as? SQLiteError { StorageTrouble.of(sqlite) }
+            else if let postgres = error as? PostgresError { StorageTrouble.of(postgres) }
+            else { nil }
+        guard let trouble = found else { return error }
         if recording || trouble.isPermanent { return self.record(trouble) }
         // The reader is query-only: a write attempted on it is a bug, not a read-only file.
         if trouble == .readOnly { return error }

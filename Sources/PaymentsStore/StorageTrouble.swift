@@ -14,6 +14,11 @@ public enum StorageTrouble: Error, Equatable, Sendable, CustomStringConvertible 
     case unavailable(String)
     /// The call's deadline passed while the write waited for the writer: nothing was run.
     case deadlinePassed
+    /// PostgreSQL cannot be reached now (stopped, restarting, the network). The store connects again
+    /// by itself once the server is back. A write lost with its connection may have committed or not
+    /// (its COMMIT may have been under way): a retry with the same idempotency key, or the janitor
+    /// reading the operation's recovery point, finds out which.
+    case unreachable(String)
 
     /// The trouble an SQLite error stands for, or nil when it is no storage condition (a constraint, a
     /// misuse: those are the caller's or the code's, and keep their SQLite error).
@@ -29,10 +34,23 @@ public enum StorageTrouble: Error, Equatable, Sendable, CustomStringConvertible 
         return nil
     }
 
+    /// The trouble a PostgreSQL error stands for, or nil when it is none (a constraint, a bug).
+    static func of(_ error: PostgresError) -> StorageTrouble? {
+        if error.isUnreachable { return .unreachable(error.message) }
+        switch error.sqlState {
+        case PostgresError.diskFull: return .full
+        // A standby, or a server whose default_transaction_read_only is on.
+        case PostgresError.readOnlyTransaction: return .readOnly
+        // lock_timeout or statement_timeout: another host's transaction holds what this one needs.
+        case PostgresError.lockNotAvailable, PostgresError.queryCanceled: return .busy
+        default: return nil
+        }
+    }
+
     /// Whether the condition lasts until the daemon restarts on a database it can use.
     public var isPermanent: Bool {
         switch self {
-        case .busy, .full, .readOnly, .deadlinePassed: false
+        case .busy, .full, .readOnly, .deadlinePassed, .unreachable: false
         case .unavailable: true
         }
     }
@@ -44,6 +62,7 @@ public enum StorageTrouble: Error, Equatable, Sendable, CustomStringConvertible 
         case .readOnly: "database read-only: the file can no longer be written"
         case .unavailable(let detail): "database unavailable: \(detail)"
         case .deadlinePassed: "the call's deadline passed before its write reached the database"
+        case .unreachable(let detail): "database unreachable: \(detail)"
         }
     }
 }

@@ -70,7 +70,7 @@ public enum StripeEventInbox {
     public static let orphanNote = "no payment of paymentsd"
 
     /// Stores a new event with the refunds it names, PENDING; false when its id is known (a redelivery).
-    public static func insert(_ db: Connection, _ event: Event, refunds: [NamedRefund], now: Int64) throws -> Bool {
+    public static func insert(_ db: any Connection, _ event: Event, refunds: [NamedRefund], now: Int64) throws -> Bool {
         try db.query(
             """
             INSERT INTO stripe_events (event_id, type, created, object_id, deal_id, payment_id, object_status,
@@ -95,11 +95,11 @@ public enum StripeEventInbox {
     }
 
     /// Whether an event with this id is stored: a redelivery is recognised by this read alone.
-    public static func isStored(_ db: Connection, eventID: String) throws -> Bool {
+    public static func isStored(_ db: any Connection, eventID: String) throws -> Bool {
         try db.queryFirst("SELECT 1 FROM stripe_events WHERE event_id = ?", eventID) != nil
     }
 
-    public static func load(_ db: Connection, eventID: String) throws -> Event? {
+    public static func load(_ db: any Connection, eventID: String) throws -> Event? {
         try db.queryFirst(
             """
             SELECT event_id, type, created, object_id, deal_id, payment_id, object_status, payment_status,
@@ -117,7 +117,7 @@ public enum StripeEventInbox {
     }
 
     /// The refunds the event names, in the order it named them.
-    public static func refunds(_ db: Connection, eventID: String) throws -> [NamedRefund] {
+    public static func refunds(_ db: any Connection, eventID: String) throws -> [NamedRefund] {
         try db.query(
             """
             SELECT stripe_refund_id, amount, status, refund_id, failure_reason FROM stripe_event_refunds
@@ -131,14 +131,14 @@ public enum StripeEventInbox {
     }
 
     /// Every pending event, oldest first.
-    public static func pendingIDs(_ db: Connection) throws -> [String] {
+    public static func pendingIDs(_ db: any Connection) throws -> [String] {
         try db.query("SELECT event_id FROM stripe_events WHERE state = 'PENDING' ORDER BY received_at, event_id")
             .map { $0.string(0) }
     }
 
     /// Pending events naming one of the deal's payment intents: those that arrived before their
     /// payment knew its intent.
-    public static func pendingForPaymentIntents(_ db: Connection, dealID: String) throws -> [String] {
+    public static func pendingForPaymentIntents(_ db: any Connection, dealID: String) throws -> [String] {
         try db.query(
             """
             SELECT e.event_id FROM stripe_events e JOIN payments p ON p.payment_intent_id = e.payment_intent_id
@@ -147,7 +147,7 @@ public enum StripeEventInbox {
         ).map { $0.string(0) }
     }
 
-    public static func settle(_ db: Connection, eventID: String, _ settlement: Settlement, note: String, now: Int64)
+    public static func settle(_ db: any Connection, eventID: String, _ settlement: Settlement, note: String, now: Int64)
         throws
     {
         try db.query(

@@ -21,7 +21,7 @@ struct WriteBatch: Sendable {
     let path: String
 
     func commit(
-        _ connection: Connection, _ queued: [any QueuedWrite], requeue: ([any QueuedWrite]) -> Void
+        _ connection: SQLiteConnection, _ queued: [any QueuedWrite], requeue: ([any QueuedWrite]) -> Void
     ) {
         // A write whose call's deadline passed while it queued is not run: nothing changed.
         let now = ContinuousClock.now

@@ -121,7 +121,7 @@ try await InProcessServer.with(table: methods.table(), interceptors: methods.int
     }
     let run = UInt64.random(in: 0...UInt64.max)
     let checkoutTransactions = store.committedTransactions
-    let checkoutStatements = Connection.statementsRun.load(ordering: .relaxed)
+    let checkoutStatements = StatementCounter.run.load(ordering: .relaxed)
     let created = await measure(socket: socket, clients: 1, seconds: seconds) { connection, _, iteration in
         _ = try call(connection, .createCheckout, checkoutRequest(deal: "bench-\(run)-\(iteration)"))
         return 1
@@ -134,7 +134,7 @@ try await InProcessServer.with(table: methods.table(), interceptors: methods.int
     row("service time (total - fake)", ["", fixed(created.meanMicroseconds - direct.meanMicroseconds),
         "ratio total/fake \(fixed(created.meanMicroseconds / direct.meanMicroseconds, 2))"])
     let perCheckout = Double(store.committedTransactions - checkoutTransactions) / Double(max(created.roundTrips, 1))
-    let statements = Double(Connection.statementsRun.load(ordering: .relaxed) - checkoutStatements)
+    let statements = Double(StatementCounter.run.load(ordering: .relaxed) - checkoutStatements)
     print("per CreateCheckout: \(fixed(perCheckout, 2)) durable commits, "
         + "\(fixed(statements / Double(max(created.roundTrips, 1)), 1)) SQL statements (BEGIN, COMMIT and savepoints included)")
 

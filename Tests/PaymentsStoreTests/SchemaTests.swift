@@ -5,7 +5,7 @@ import Testing
 /// Guarantees enforced by the database itself, with the lock table bypassed.
 @Suite struct SchemaTests {
     private func insertPayment(
-        _ db: Connection, id: String, deal: String, status: String, mode: String = "PAYMENT", customer: String = ""
+        _ db: any Connection, id: String, deal: String, status: String, mode: String = "PAYMENT", customer: String = ""
     ) throws {
         try db.query(
             """
@@ -15,7 +15,7 @@ import Testing
             """, id, deal, customer, mode, status)
     }
 
-    private func hold(_ db: Connection, key: String, payment: String, deal: String, state: String = "HELD") throws {
+    private func hold(_ db: any Connection, key: String, payment: String, deal: String, state: String = "HELD") throws {
         try db.query(
             "INSERT INTO claims (key, payment_id, deal_id, state, created_at, updated_at) VALUES (?, ?, ?, ?, 0, 0)", key,
             payment, deal, state)

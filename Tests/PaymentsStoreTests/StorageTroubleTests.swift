@@ -18,7 +18,7 @@ import Glibc
     private static func storeLockedByAnother(_ path: String) async throws -> (Store, Connection) {
         let store = try Store(path: path, busyTimeoutMS: 10_000)
         try await Self.table(store)
-        let other = try Connection(path: path)
+        let other = try SQLiteConnection(path: path)
         try other.executeScript("BEGIN IMMEDIATE")
         return (store, other)
     }

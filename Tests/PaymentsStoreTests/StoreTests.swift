@@ -44,7 +44,7 @@ import Glibc
             Migration(version: 2, name: "bad", sql: "CREATE TABLE oops ("),
         ])
         #expect(throws: SQLiteError.self) { _ = try Store(path: path, migrator: migrator) }
-        let connection = try Connection(path: path)
+        let connection = try SQLiteConnection(path: path)
         let tables = try connection.query("SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'a'")
         #expect(tables.isEmpty)
     }
