@@ -7,8 +7,10 @@ PYTHON ?= python3
 PREFIX ?= /usr/local
 DESTDIR ?=
 
+# postgresql: the server the integration tests start for themselves (initdb, pg_ctl; it also
+# creates the `postgres` user they run it as under root); libpq-dev: the PostgreSQL store's client.
 APT_PACKAGES := libprotobuf-c-dev protobuf-c-compiler libcurl4-openssl-dev libsqlite3-dev libssl-dev \
-                pkg-config systemd util-linux e2fsprogs openssl
+                pkg-config systemd util-linux e2fsprogs openssl postgresql libpq-dev
 PROTO := proto/payments/v1/payments.proto
 PROTO_C_DIR := Sources/PaymentsProtoC
 RUN_DIR := var
@@ -61,8 +63,9 @@ check-systemd: build
 ## test: every Swift test, then every Python test (fake Stripe and the real daemon over its socket)
 test: deps check-proto build check-systemd test-swift test-fuzz-replay test-python fuzz-smoke
 
+# The Swift tests of the PostgreSQL store run against a throwaway server (tests/with_postgres.py).
 test-swift:
-	$(SWIFT) test --skip-build
+	$(PYTHON) tests/with_postgres.py -- $(SWIFT) test --skip-build
 
 test-python:
 	$(PYTHON) -m pytest -q -p no:cacheprovider tests
@@ -139,7 +142,7 @@ install:
 bench:
 	$(SWIFT) build -c release --product paymentsd-bench
 	mkdir -p .build && $(CC) -O2 -Wall -Wextra -o .build/echo-server bench/echo-server.c
-	.build/release/paymentsd-bench
+	$(PYTHON) tests/with_postgres.py --durable -- .build/release/paymentsd-bench
 
 clean:
 	rm -rf .build $(FUZZ_SCRATCH) $(RUN_DIR) fuzz/grown fuzz/findings

@@ -82,6 +82,7 @@ public final class PostgresAdvisoryLocks: Sendable {
                 continuation.resume(
                     returning: Swift.Result {
                         let current = self.current
+                        if current.connection?.isAlive == false { current.connection = nil }
                         if current.connection == nil {
                             current.connection = try self.connect()
                             current.session &+= 1

@@ -36,6 +36,9 @@ public final class PostgresConnection: Connection {
             PQfinish(handle)
             throw PostgresError(sqlState: "", message: message, connectionLost: true)
         }
+        // libpq prints notices, and the FATAL a server sends when it ends an idle session, to
+        // stderr, past the daemon's logger; what matters of them comes back as a statement's error.
+        PQsetNoticeProcessor(handle, { _, _ in }, nil)
         self.handle = handle
     }
 
@@ -45,6 +48,13 @@ public final class PostgresConnection: Connection {
 
     /// Whether libpq still has the connection; false once the server went away under it.
     var isConnected: Bool { PQstatus(self.handle) == CONNECTION_OK }
+
+    /// Whether the server still has this idle connection: reads what arrived while it sat in the
+    /// pool (without waiting), so a server that restarted or ended the session since is noticed here,
+    /// before a statement is lost to it.
+    var isAlive: Bool {
+        PQconsumeInput(self.handle) == 1 && self.isConnected
+    }
 
     public var isInTransaction: Bool {
         switch PQtransactionStatus(self.handle) {

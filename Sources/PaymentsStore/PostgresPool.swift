@@ -66,6 +66,15 @@ final class PostgresPool: Sendable {
     }
 
     private func take(until deadline: ContinuousClock.Instant) async throws -> Slot {
+        while true {
+            let slot = try await self.takeAny(until: deadline)
+            if slot.connection.isAlive { return slot }
+            // Its session ended while it sat idle (a server restart): never lend it.
+            self.closed()
+        }
+    }
+
+    private func takeAny(until deadline: ContinuousClock.Instant) async throws -> Slot {
         let grant: Grant = self.state.withLock { state in
             if let slot = state.idle.popLast() { return .slot(slot) }
             if state.open < self.size {

@@ -37,11 +37,12 @@ final class PostgresStore: Sendable {
         let connect: @Sendable () throws -> PostgresConnection = {
             let connection = try PostgresConnection(parameters: configuration.connectionParameters)
             let timeout = max(configuration.busyTimeoutMS, 1)
-            // A transaction left open by a hung caller would hold its row locks for every host.
+            // A transaction left open by a hung caller would hold its row locks for every host; notices
+            // ("already exists, skipping") are not worth sending.
             try connection.executeScript(
                 """
                 SET statement_timeout = \(timeout); SET lock_timeout = \(timeout);
-                SET idle_in_transaction_session_timeout = 60000;
+                SET idle_in_transaction_session_timeout = 60000; SET client_min_messages = warning;
                 """)
             return connection
         }

@@ -310,6 +310,11 @@ try await InProcessServer.with(table: methods.table(), interceptors: methods.int
 
     try await measureStripeOverTLS(plainSocket: socket, run: run)
     try await measureMemory(socket: socket, run: run)
+    if let uri = ProcessInfo.processInfo.environment["BENCH_POSTGRES_URI"], !uri.isEmpty {
+        try await measurePostgres(uri: uri, sqliteSocket: socket, run: run)
+    } else {
+        print("\n## PostgreSQL: skipped (BENCH_POSTGRES_URI is not set; `make bench` starts a server and sets it)")
+    }
 }
 
 targets.printSummary()

@@ -32,6 +32,21 @@ import Testing
         #expect(configuration.crashAt == nil && configuration.testDelayMS == nil)
     }
 
+    @Test func aPostgresURI_selectsPostgreSQL_withTheCredentialsPassword() throws {
+        #expect(try self.load([:]).postgres == nil)
+        let uri = "postgresql:///payments?host=/run/postgresql"
+        let configuration = try self.load(
+            ["PAYMENTSD_DB": uri, "CREDENTIALS_DIRECTORY": "/run/credentials/paymentsd.service",
+             "PAYMENTSD_DB_POOL_SIZE": "3"],
+            files: ["/run/credentials/paymentsd.service/postgres-password": "s3cret\n"])
+        let postgres = try #require(configuration.postgres)
+        #expect(postgres.uri == uri && postgres.password == "s3cret" && postgres.poolSize == 3)
+        #expect(postgres.connectTimeoutSeconds == 5 && postgres.busyTimeoutMS == 5000)
+        #expect(try self.load(["PAYMENTSD_DB": "postgres://db/payments"]).postgres?.password == nil)
+        #expect(self.failure(["PAYMENTSD_DB": uri, "PAYMENTSD_DB_POOL_SIZE": "0"])?.variable == "PAYMENTSD_DB_POOL_SIZE")
+        #expect(self.failure(["PAYMENTSD_DB": uri, "PAYMENTSD_DB_CONNECT_TIMEOUT": "x"])?.variable == "PAYMENTSD_DB_CONNECT_TIMEOUT")
+    }
+
     @Test func stripeCAFile_mustBeAReadablePEMFile() throws {
         let pem = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
         #expect(try self.load([:]).stripeCAFile == nil)

@@ -347,6 +347,7 @@ CLIENT_SECRET_RE = re.compile(rb"_secret_[A-Za-z0-9]{8,}")
 
 def db_files(d: h.Daemon) -> dict[str, bytes]:
     """The bytes of the SQLite file and its -wal/-shm companions."""
+    assert not h.is_postgres(d.db_path), "db_files reads a SQLite file: mark the test sqlite_only"
     out = {}
     for path in sorted(glob.glob(glob.escape(d.db_path) + "*")):
         with open(path, "rb") as f:

@@ -13,7 +13,6 @@ Stripe's sessions and request log.
 from __future__ import annotations
 
 import shutil
-import sqlite3
 import time
 from collections import defaultdict
 from typing import Iterable, Sequence
@@ -150,16 +149,14 @@ def wait_for_audit(daemon: h.Daemon, deal_id: str, kind: str, timeout: float = 1
 
 
 def db_query(daemon: h.Daemon, sql: str, *args) -> list[tuple]:
-    """Rows of a query on the daemon's SQLite file, opened read-only (the daemon may be running)."""
-    conn = sqlite3.connect(f"file:{daemon.db_path}?mode=ro", uri=True, timeout=10)
-    try:
-        return conn.execute(sql, args).fetchall()
-    finally:
-        conn.close()
+    """Rows of a read-only query on the daemon's database, on either store (the daemon may be
+    running)."""
+    return daemon.db_rows(sql, *args)
 
 
 def db_copy(daemon: h.Daemon, dest_dir: str) -> str:
-    """A copy of the stopped daemon's database (with its -wal), for experiments on the copy."""
+    """A copy of the stopped daemon's SQLite file (with its -wal), for experiments on the copy."""
+    assert not h.is_postgres(daemon.db_path), "db_copy copies a SQLite file: mark the test sqlite_only"
     assert not daemon.alive(), "db_copy needs the daemon stopped"
     dest = f"{dest_dir}/copy.db"
     for suffix in ("", "-wal"):

@@ -15,6 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(1, str(Path(__file__).resolve().parents[2]))
 
 import paymentsd_harness as h  # noqa: E402
+import pg_server as pgs  # noqa: E402 - "pg_server" is the fixture
 
 # Per-test wall-clock limit (seconds) without the pytest-timeout plugin:
 # SIGALRM raises in the test's (main) thread. A test can ask for another
@@ -31,6 +32,40 @@ class TestTimedOut(Exception):
 def pytest_configure(config):
     config.addinivalue_line(
         "markers", "test_timeout(seconds): wall-clock limit of one test")
+    config.addinivalue_line(
+        "markers", "both_stores: run each test on the SQLite and on the PostgreSQL store")
+    config.addinivalue_line(
+        "markers", "sqlite_only(reason): in a both_stores module, run this test on SQLite only")
+    config.addinivalue_line(
+        "markers", "postgresql_only: run on the PostgreSQL store only")
+
+
+# ---------------------------------------------------------------------------
+# Which store a test's daemons use
+#
+# Every test whose fixtures reach `store_kind` (make_daemon and everything built
+# on it) is parametrised here, so its id names the store: test_x[sqlite],
+# test_x[postgresql]. A module opts in to both with `pytestmark =
+# pytest.mark.both_stores`; a test in it that is about the SQLite file itself
+# says @pytest.mark.sqlite_only("why"). Everything else runs once, on SQLite.
+
+STORE_KINDS = ("sqlite", "postgresql")
+
+
+def _store_kinds(definition) -> list[str]:
+    if definition.get_closest_marker("postgresql_only"):
+        return ["postgresql"]
+    if definition.get_closest_marker("sqlite_only"):
+        return ["sqlite"]
+    if definition.get_closest_marker("both_stores"):
+        return list(STORE_KINDS)
+    return ["sqlite"]
+
+
+def pytest_generate_tests(metafunc):
+    if "store_kind" in metafunc.fixturenames:
+        kinds = _store_kinds(metafunc.definition)
+        metafunc.parametrize("store_kind", kinds, ids=kinds, indirect=True)
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -88,11 +123,68 @@ def paymentsd_bin() -> Path:
 
 
 @pytest.fixture
-def make_daemon(paymentsd_bin, pb, request):
+def store_kind(request) -> str:
+    """"sqlite" or "postgresql" (set by pytest_generate_tests)."""
+    return getattr(request, "param", "sqlite")
+
+
+@pytest.fixture(scope="session")
+def pg_server(request):
+    """The PostgreSQL server of this run (pg_server.py): started the first time a
+    PostgreSQL test needs it, stopped and removed at the end. With
+    PAYMENTSD_TEST_POSTGRES_URI set, that server instead (never stopped)."""
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:
+        pytest.fail("PostgreSQL tests need psycopg 3: `make deps` "
+                    "(pip install -r requirements-dev.txt)", pytrace=False)
+    try:
+        server = pgs.from_environment().start()
+    except pgs.PostgresUnavailable as e:
+        pytest.fail(str(e), pytrace=False)
+    yield server
+    if request.session.testsfailed and isinstance(server, pgs.PostgresServer):
+        server.stop("immediate")
+        # Past every test's capture: the terminal, so that the kept cluster is found.
+        tr = request.config.pluginmanager.get_plugin("terminalreporter")
+        if tr is not None:
+            tr.write_line(
+                f"PostgreSQL cluster of this run kept (tests failed): {server.base}; start it "
+                f"with {server.bin_dir}/pg_ctl -D {server.data_dir} -l {server.log_path} "
+                f"-o '-p {server.port} -k {server.socket_dir}' start (as {pgs.POSTGRES_USER} "
+                f"under root)")
+    else:
+        server.cleanup()
+
+
+@pytest.fixture
+def store_db(store_kind, request):
+    """What PAYMENTSD_DB every daemon of this test gets unless the test sets it:
+    None on SQLite (each daemon its own file in its workdir, as always), else the
+    URI of a fresh PostgreSQL database that all of the test's daemons share (as
+    the hosts of one deployment do); a restarted Daemon keeps d.env["PAYMENTSD_DB"]."""
+    if store_kind != "postgresql":
+        yield None
+        return
+    server = request.getfixturevalue("pg_server")
+    # A test that stopped the server and failed before starting it again must not
+    # take the tests after it down with it.
+    server.start()
+    uri = server.create_database()
+    yield uri
+    if _failed(request):
+        print(f"\n=== PostgreSQL database kept: {uri}")
+    else:
+        server.drop_database(uri)
+
+
+@pytest.fixture
+def make_daemon(paymentsd_bin, pb, request, store_db):
     """Factory: make_daemon(env={...}, args=[...], workdir=None) -> Daemon,
     not started (call .start() or .run_to_exit()).
 
     Every daemon gets its own directory under /tmp and is killed at teardown.
+    Its store is the test's (store_db) unless env names a PAYMENTSD_DB.
     When the test failed, the directory is kept and the tail of each daemon's
     stderr is printed (shown by pytest under "Captured stdout teardown").
     """
@@ -100,6 +192,9 @@ def make_daemon(paymentsd_bin, pb, request):
 
     def _make(env: dict | None = None, args=(), workdir: str | None = None,
               name: str = "paymentsd") -> h.Daemon:
+        env = dict(env or {})
+        if store_db is not None:
+            env.setdefault("PAYMENTSD_DB", store_db)
         d = h.Daemon(paymentsd_bin, env=env, args=args, workdir=workdir, name=name)
         daemons.append(d)
         return d

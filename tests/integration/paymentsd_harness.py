@@ -20,6 +20,7 @@ fail with a message, never makes CI hang.
 from __future__ import annotations
 
 import atexit
+import decimal
 import importlib
 import os
 import re
@@ -60,8 +61,9 @@ _CRASH_RE = re.compile(r"Fatal error|Program crashed|precondition failed|"
 LOG_PREFIX_RE = re.compile(r"^<[0-7]>")
 
 # Variables of the outer environment that must not leak into a daemon under
-# test (they would change its configuration).
-_SCRUBBED_PREFIXES = ("PAYMENTSD_", "STRIPE_")
+# test (they would change its configuration; PG* are libpq's defaults, which
+# would change where and how a PostgreSQL store connects).
+_SCRUBBED_PREFIXES = ("PAYMENTSD_", "STRIPE_", "PG")
 _SCRUBBED_NAMES = ("CREDENTIALS_DIRECTORY", "STATE_DIRECTORY", "LISTEN_FDS",
                    "LISTEN_PID", "LISTEN_FDNAMES", "NOTIFY_SOCKET",
                    "JOURNAL_STREAM", "INVOCATION_ID", "WATCHDOG_USEC",
@@ -722,10 +724,75 @@ class Daemon:
         with Client(self.socket_path) as c:
             return c.call_ok("Metrics", pb().MetricsRequest()).text
 
+    def db_rows(self, sql: str, *params) -> list[tuple]:
+        """Rows of a read-only query on the daemon's database, either store (see db_rows)."""
+        return db_rows(self.db_path, sql, *params)
+
     def cleanup(self, keep: bool = False):
         self.kill()
         if not keep:
             shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+# ---------------------------------------------------------------------------
+# Reading the daemon's database (white-box checks)
+# ---------------------------------------------------------------------------
+
+def is_postgres(db: str) -> bool:
+    """True when PAYMENTSD_DB selects the PostgreSQL store (the daemon's own rule)."""
+    return db.startswith(("postgresql://", "postgres://"))
+
+
+def db_rows(db: str, sql: str, *params) -> list[tuple]:
+    """Rows of a read-only query on a daemon's database: a SQLite file path or a
+    PostgreSQL URI (what PAYMENTSD_DB holds). The query is written once, SQLite style
+    (`?` placeholders); the two schemas have the same tables and columns, and
+    payments, refunds, claims and stripe_event_refunds have a `rowid` on both.
+    Values come back as plain ints, strs and bytes on both stores, so tests compare
+    them the same way. The daemon may be running: nothing here writes or locks."""
+    if is_postgres(db):
+        import psycopg  # only PostgreSQL runs need it
+        # Read-only at the server too: a slip in a test's SQL cannot change what it checks.
+        with psycopg.connect(db, autocommit=True, connect_timeout=10,
+                             options="-c default_transaction_read_only=on") as conn:
+            rows = conn.execute(_pg_placeholders(sql), params).fetchall()
+    else:
+        import sqlite3
+        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
+        try:
+            rows = conn.execute(sql, params).fetchall()
+        finally:
+            conn.close()
+    return [tuple(_plain(v) for v in row) for row in rows]
+
+
+def _pg_placeholders(sql: str) -> str:
+    """SQLite's `?` as psycopg's `%s` (and a literal `%` as `%%`), leaving quoted text alone."""
+    out = []
+    quote = None
+    for ch in sql:
+        if quote:
+            if ch == quote:
+                quote = None
+        elif ch in ("'", '"'):
+            quote = ch
+        elif ch == "?":
+            out.append("%s")
+            continue
+        out.append("%%" if ch == "%" else ch)
+    return "".join(out)
+
+
+def _plain(v):
+    # bigint comes back as int already; these are what the other PostgreSQL types
+    # map to in Python, made to look like what sqlite3 returns.
+    if isinstance(v, bool):
+        return int(v)
+    if isinstance(v, memoryview):
+        return bytes(v)
+    if isinstance(v, decimal.Decimal) and v == v.to_integral_value():
+        return int(v)
+    return v
 
 
 def check_log_lines(text: str) -> list[str]:

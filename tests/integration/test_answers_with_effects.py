@@ -30,6 +30,9 @@ import refund_support as rs
 import webhook_support as ws
 from checkout_support import checkout_request, item
 
+# The guarantees hold on either store: every test runs on SQLite and on PostgreSQL.
+pytestmark = pytest.mark.both_stores
+
 SKU = "ans-sku"
 # Only the calls under test reach the fake (the start-up sweep still runs).
 QUIET = {"PAYMENTSD_JANITOR_INTERVAL": "3600"}

@@ -19,6 +19,9 @@ import checkout_support as cs
 import paymentsd_harness as h
 import webhook_support as ws
 
+# The guarantees hold on either store: every test runs on SQLite and on PostgreSQL.
+pytestmark = pytest.mark.both_stores
+
 SKU = "cr-sku"
 REASONS = ["expired_by_time", "replaced", "replaced_for_customer"]
 

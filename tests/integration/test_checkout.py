@@ -16,6 +16,9 @@ import checkout_support as cs
 import paymentsd_harness as h
 from checkout_support import checkout_request, create_ok, expect_error, item
 
+# The guarantees hold on either store: every test runs on SQLite and on PostgreSQL.
+pytestmark = pytest.mark.both_stores
+
 ROUTE = cs.SESSIONS_ROUTE
 # "expires_at within a minute of now + TTL": a minute, plus the test's clock reading
 # (fractional seconds) against the daemon's (whole seconds) and the call's duration.

@@ -31,6 +31,9 @@ import checkout_support as cs
 import paymentsd_harness as h
 from checkout_support import checkout_request, item
 
+# The guarantees hold on either store: every test runs on SQLite and on PostgreSQL.
+pytestmark = pytest.mark.both_stores
+
 REQUIRED = ("create_checkout.payment_recorded", "create_checkout.session_created",
             "create_checkout.session_recorded")
 SKU = "crash-sku"

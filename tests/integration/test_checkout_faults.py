@@ -16,6 +16,9 @@ import checkout_support as cs
 import paymentsd_harness as h
 from checkout_support import checkout_request, create_ok, expect_error, item
 
+# The guarantees hold on either store: every test runs on SQLite and on PostgreSQL.
+pytestmark = pytest.mark.both_stores
+
 ROUTE = cs.SESSIONS_ROUTE
 QUIET_JANITOR = {"PAYMENTSD_JANITOR_INTERVAL": "3600"}
 CALL_TIMEOUT = 45.0  # seconds the test waits for a call that retries with backoff

@@ -32,6 +32,9 @@ import paymentsd_harness as h
 import webhook_support as ws
 from checkout_support import create_ok, expect_error
 
+# The guarantees hold on either store: every test runs on SQLite and on PostgreSQL.
+pytestmark = pytest.mark.both_stores
+
 SKU = "claim-sku"
 QUIET = {"PAYMENTSD_JANITOR_INTERVAL": "3600"}
 
@@ -285,6 +288,7 @@ def test_name_is_free_again_when_the_checkout_closes(pay_daemon, fake_stripe, pb
     _no_violations(d, "at the end")
 
 
+@pytest.mark.sqlite_only("moves expires_at by writing to the SQLite file; db_rows only reads")
 def test_name_is_free_again_after_the_janitor_expires_the_checkout(make_daemon, fake_stripe, pb):
     """The janitor expires a checkout past its time (Stripe first, then the release). The
     daemon's clock cannot be moved, so the test moves the checkout's expires_at into the past
@@ -669,6 +673,7 @@ def test_get_claim_for_callers_release_claim_for_admins(pay_daemon, fake_stripe,
 # The database enforces one holder per name
 
 
+@pytest.mark.sqlite_only("SQLite's partial UNIQUE index, tried on a copy of the file")
 def test_database_enforces_one_holder_per_name(make_daemon, fake_stripe, pb, tmp_path):
     """The partial UNIQUE index over HELD and TAKEN rows refuses a second holder even when
     written behind the code's back (on a copy of the database, the daemon stopped)."""

@@ -45,6 +45,9 @@ import paymentsd_harness as h
 import webhook_support as ws
 from claims_support import ANNUAL, MONTHLY
 
+# The guarantees hold on either store: every test runs on SQLite and on PostgreSQL.
+pytestmark = pytest.mark.both_stores
+
 SKU = "cc-sku"
 ON_HAND = 10
 DEAL = "deal-ccrash"
@@ -297,6 +300,7 @@ def test_claims_survive_a_crash_in_cancel_and_fulfilment(make_daemon, fake_strip
     check_invariants(d, fake_stripe, pb, f"{ctx}, at the end", "claims")
 
 
+@pytest.mark.sqlite_only("moves expires_at by writing to the SQLite file; db_rows only reads")
 @pytest.mark.test_timeout(90)
 @pytest.mark.parametrize("flavour", FLAVOURS)
 def test_crash_in_the_janitors_expiry_releases_the_names(make_daemon, fake_stripe, pb, flavour):

@@ -28,6 +28,9 @@ import paymentsd_harness as h
 import refund_support as rs
 import webhook_support as ws
 
+# The guarantees hold on either store: every test runs on SQLite and on PostgreSQL.
+pytestmark = pytest.mark.both_stores
+
 SKU = "eq-sku"
 QUIET = {"PAYMENTSD_JANITOR_INTERVAL": "3600"}
 STRIPE_DELAY_MS = 3000

@@ -34,6 +34,9 @@ import paymentsd_harness as h
 import webhook_support as ws
 from checkout_support import expect_error
 
+# The guarantees hold on either store: every test runs on SQLite and on PostgreSQL.
+pytestmark = pytest.mark.both_stores
+
 POINTS = ("stripe_event.stored", "confirm_checkout.session_retrieved",
           "cancel_checkout.session_expired")
 SKU = "fc-sku"

@@ -20,6 +20,9 @@ import paymentsd_harness as h
 import webhook_support as ws
 from http_support import free_port, request, wait_listening
 
+# The guarantees hold on either store: every test runs on SQLite and on PostgreSQL.
+pytestmark = pytest.mark.both_stores
+
 SKU = "http-sku"
 
 
@@ -251,6 +254,7 @@ def test_a_checkout_paid_on_the_fakes_page_ends_paid_with_one_order_without_conf
     assert delivered and all(x["status"] == 200 for x in delivered), delivered
 
 
+@pytest.mark.sqlite_only("the 503 comes from another process's SQLite write lock")
 def test_a_delivery_answered_503_is_retried_by_the_fake_and_applied_once(pay_daemon, fake_stripe, pb):
     from test_storage_trouble import LockHolder
 

@@ -17,6 +17,9 @@ import checkout_support as cs
 import paymentsd_harness as h
 from checkout_support import checkout_request, create_ok, expect_error, item
 
+# The guarantees hold on either store: every test runs on SQLite and on PostgreSQL.
+pytestmark = pytest.mark.both_stores
+
 
 def _adjust(pb, sku, delta):
     return pb.StockAdjustment(sku=sku, delta=delta)

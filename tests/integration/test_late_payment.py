@@ -4,9 +4,14 @@ and the payment fulfilled; otherwise nothing is sold twice: the payment is
 refunded in full at Stripe, no order is made, and the payment says why."""
 from __future__ import annotations
 
+import pytest
+
 import checkout_support as cs
 import paymentsd_harness as h
 import webhook_support as ws
+
+# The guarantees hold on either store: every test runs on SQLite and on PostgreSQL.
+pytestmark = pytest.mark.both_stores
 
 SKU = "late-sku"
 

@@ -36,6 +36,9 @@ import refund_support as rs
 import webhook_support as ws
 from checkout_support import checkout_request, item
 
+# The guarantees hold on either store: every test runs on SQLite and on PostgreSQL.
+pytestmark = pytest.mark.both_stores
+
 QUIET = {"PAYMENTSD_JANITOR_INTERVAL": "3600"}
 EVENTS_ROUTE = "GET /v1/events"
 SESSION_ROUTE = "GET /v1/checkout/sessions/{session}"

@@ -33,6 +33,9 @@ import paymentsd_harness as h
 import refund_support as rs
 from checkout_support import expect_error
 
+# The guarantees hold on either store: every test runs on SQLite and on PostgreSQL.
+pytestmark = pytest.mark.both_stores
+
 REQUIRED = ("refund_payment.refund_recorded", "refund_payment.stripe_answered",
             "refund_payment.result_recorded")
 SKU = "rc-sku"

@@ -34,6 +34,9 @@ import refund_support as rs
 import webhook_support as ws
 from checkout_support import expect_error
 
+# The guarantees hold on either store: every test runs on SQLite and on PostgreSQL.
+pytestmark = pytest.mark.both_stores
+
 SKU = "rf-sku"
 QUIET = {"PAYMENTSD_JANITOR_INTERVAL": "3600"}
 
@@ -1163,6 +1166,7 @@ def test_concurrent_refunds_and_dashboard_events_agree_with_stripe(pay_daemon, f
             pb.PAYMENT_STATUS_REFUNDED, 1000, 1000), rs.describe_payment(final)
 
 
+@pytest.mark.sqlite_only("ages the refund row by writing to the SQLite file; db_rows only reads")
 @pytest.mark.test_timeout(120)
 @pytest.mark.parametrize("made_at_stripe", [True, False], ids=["made", "not_made"])
 def test_a_row_older_than_stripes_key_window_is_looked_up_before_it_is_sent(

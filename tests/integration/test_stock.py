@@ -14,6 +14,9 @@ import checkout_support as cs
 import paymentsd_harness as h
 from checkout_support import checkout_request, create_ok, expect_error, item
 
+# The guarantees hold on either store: every test runs on SQLite and on PostgreSQL.
+pytestmark = pytest.mark.both_stores
+
 
 def _stock_tuple(s):
     return (s.sku, s.on_hand, s.reserved, s.available)

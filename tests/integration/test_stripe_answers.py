@@ -4,9 +4,14 @@ Stripe answers from what it stored, opens the one session."""
 
 from __future__ import annotations
 
+import pytest
+
 import checkout_support as cs
 import paymentsd_harness as h
 from checkout_support import checkout_request, item
+
+# The guarantees hold on either store: every test runs on SQLite and on PostgreSQL.
+pytestmark = pytest.mark.both_stores
 
 
 def test_a_session_answer_without_url_is_not_an_open_checkout(pay_daemon, fake_stripe, pb):

@@ -6,11 +6,16 @@ amounts; nothing stays held."""
 
 from __future__ import annotations
 
+import pytest
+
 import checkout_support as cs
 import claims_support as cl
 import paymentsd_harness as h
 from checkout_support import create_ok, expect_error
 from claims_support import MONTHLY
+
+# The guarantees hold on either store: every test runs on SQLite and on PostgreSQL.
+pytestmark = pytest.mark.both_stores
 
 QUIET = {"PAYMENTSD_JANITOR_INTERVAL": "3600"}
 PRICE = 1000  # the fake's price for every price_... (its config)

@@ -26,6 +26,9 @@ import paymentsd_harness as h
 import webhook_support as ws
 from checkout_support import expect_error
 
+# The guarantees hold on either store: every test runs on SQLite and on PostgreSQL.
+pytestmark = pytest.mark.both_stores
+
 SKU = "wh-sku"
 
 
@@ -390,6 +393,7 @@ def test_dashboard_refund_events_record_the_refund_once(pay_daemon, fake_stripe,
 # ---------------------------------------------------------------------------
 # 8. Privacy: what the events carry is neither logged nor stored
 
+@pytest.mark.sqlite_only("searches the bytes of the SQLite file and its -wal")
 @pytest.mark.test_timeout(90)
 def test_event_personal_data_not_logged_or_stored(pay_daemon, fake_stripe, pb):
     d = pay_daemon(env={"PAYMENTSD_LOG_LEVEL": "debug", "PAYMENTSD_JANITOR_INTERVAL": "1"})
