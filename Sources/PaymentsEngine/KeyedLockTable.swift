@@ -60,12 +60,15 @@ public final class KeyedLockTable<Key: Hashable & Sendable>: Sendable {
         return try await Self.holding(lease, in: crossHost, body)
     }
 
-    /// Runs `body`, then lets `lease` go whether it returned or threw.
+    /// Runs `body` with `lease` among the task's held leases (its writes check the server still
+    /// grants them), then lets it go whether it returned or threw.
     private static func holding<Result>(
         _ lease: PostgresAdvisoryLocks.Lease, in crossHost: PostgresAdvisoryLocks, _ body: () async throws -> Result
     ) async throws -> Result {
         do {
-            let result = try await body()
+            let result = try await PostgresAdvisoryLocks.$held.withValue(PostgresAdvisoryLocks.held + [lease]) {
+                try await body()
+            }
             await crossHost.unlock(lease)
             return result
         } catch {

@@ -19,7 +19,15 @@ public final class PostgresAdvisoryLocks: Sendable {
         let key: Int64
         /// The session it was taken on: if that connection was lost, so was the lock.
         let session: UInt64
+        /// The server process of that session, as `pg_locks` names the holder.
+        let backendPID: Int64
     }
+
+    /// The leases the current task holds (set by the lock table around a holder's body). Each
+    /// write of the task checks, in its own transaction, that the server still grants them: a lock
+    /// lost with its session (a server restart in the middle of an operation) would otherwise let
+    /// another host into the deal while this one still writes as if it held it.
+    @TaskLocal public static var held: [Lease] = []
 
     /// The key the migrations serialise on, when daemons of several hosts start at once.
     static let migrationKey = PostgresAdvisoryLocks.key("paymentsd:schema_migrations")
@@ -31,6 +39,7 @@ public final class PostgresAdvisoryLocks: Sendable {
     private final class Session: @unchecked Sendable {
         var connection: PostgresConnection?
         var session: UInt64 = 0
+        var backendPID: Int64 = 0
     }
 
     private let queue = DispatchQueue(label: "paymentsd.store.advisory-locks")
@@ -46,9 +55,9 @@ public final class PostgresAdvisoryLocks: Sendable {
     /// Takes `name` for this process when no other paymentsd holds it now; nil when one does.
     public func lockIfFree(_ name: String) async throws -> Lease? {
         let key = Self.key(name)
-        return try await self.onSession { connection, session in
+        return try await self.onSession { connection, session, backendPID in
             let taken = try connection.queryFirst("SELECT pg_try_advisory_lock(?)", key)!.int64(0) == 1
-            return taken ? Lease(key: key, session: session) : nil
+            return taken ? Lease(key: key, session: session, backendPID: backendPID) : nil
         }
     }
 
@@ -66,7 +75,7 @@ public final class PostgresAdvisoryLocks: Sendable {
 
     /// Lets `lease` go. A lease of a session that was lost needs nothing: the server let it go then.
     public func unlock(_ lease: Lease) async {
-        _ = try? await self.onSession { connection, session in
+        _ = try? await self.onSession { connection, session, _ in
             guard session == lease.session else { return }
             try connection.query("SELECT pg_advisory_unlock(?)", lease.key)
         }
@@ -75,7 +84,7 @@ public final class PostgresAdvisoryLocks: Sendable {
     /// Runs `body` on the lock connection, connecting first if there is none; a connection that
     /// fails is dropped with every lock it held (the server has let them go).
     private func onSession<Result: Sendable>(
-        _ body: @escaping @Sendable (PostgresConnection, UInt64) throws -> Result
+        _ body: @escaping @Sendable (PostgresConnection, _ session: UInt64, _ backendPID: Int64) throws -> Result
     ) async throws -> Result {
         let outcome: Swift.Result<Result, any Error> = await withCheckedContinuation { continuation in
             self.queue.async {
@@ -84,11 +93,13 @@ public final class PostgresAdvisoryLocks: Sendable {
                         let current = self.current
                         if current.connection?.isAlive == false { current.connection = nil }
                         if current.connection == nil {
-                            current.connection = try self.connect()
+                            let connection = try self.connect()
+                            current.backendPID = try connection.queryFirst("SELECT pg_backend_pid()")!.int64(0)
+                            current.connection = connection
                             current.session &+= 1
                         }
                         do {
-                            return try body(current.connection!, current.session)
+                            return try body(current.connection!, current.session, current.backendPID)
                         } catch {
                             if current.connection?.isConnected != true { current.connection = nil }
                             throw error
@@ -100,6 +111,25 @@ public final class PostgresAdvisoryLocks: Sendable {
             return try outcome.get()
         } catch {
             throw self.classify(error)
+        }
+    }
+
+    /// Throws unless the server still grants every lease to the session that took it. Runs inside
+    /// the caller's write transaction, so a write never commits under a lock that is gone.
+    static func verify(_ leases: [Lease], on db: any Connection) throws {
+        for lease in leases {
+            // pg_locks shows a bigint key as two 32-bit halves, classid the high one.
+            let high = Int64(UInt32(truncatingIfNeeded: lease.key >> 32))
+            let low = Int64(UInt32(truncatingIfNeeded: lease.key))
+            let granted = try db.queryFirst(
+                """
+                SELECT count(*) FROM pg_locks
+                WHERE locktype = 'advisory' AND granted AND pid = ? AND classid::bigint = ? AND objid::bigint = ?
+                  AND objsubid = 1 AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
+                """, lease.backendPID, high, low)!.int64(0)
+            guard granted == 1 else {
+                throw StorageTrouble.unreachable("a lock of this operation ended with its database session; it is resumed later")
+            }
         }
     }
 

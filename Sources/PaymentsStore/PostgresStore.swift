@@ -65,11 +65,15 @@ final class PostgresStore: Sendable {
             case .some(let callDeadline) where ContinuousClock.now < callDeadline: min(callDeadline, patience)
             case .some, .none: patience
             }
+        let leases = PostgresAdvisoryLocks.held
         var attempt = 1
         while true {
             do {
                 let result = try await self.pool.run(until: deadline) { connection in
-                    try connection.transaction(begin: "BEGIN ISOLATION LEVEL SERIALIZABLE") { try body(connection) }
+                    try connection.transaction(begin: "BEGIN ISOLATION LEVEL SERIALIZABLE") {
+                        try PostgresAdvisoryLocks.verify(leases, on: connection)
+                        return try body(connection)
+                    }
                 }
                 self.condition.recordSuccess()
                 self.counters.transactions.add(1, ordering: .relaxed)
@@ -119,8 +123,8 @@ final class PostgresStore: Sendable {
 
     private func classified(_ error: any Error, recording: Bool = true) -> any Error {
         let classified = self.condition.classify(error, recording: recording)
-        // Every idle connection is as dead as the one that just failed: drop them all at once.
-        if case .unreachable? = classified as? StorageTrouble { self.pool.closeIdle() }
+        // Every idle connection is as dead as the one that just lost its server: drop them all at once.
+        if (error as? PostgresError)?.isUnreachable == true { self.pool.closeIdle() }
         return classified
     }
 

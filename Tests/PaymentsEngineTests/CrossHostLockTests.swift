@@ -33,6 +33,33 @@ struct CrossHostLockTests {
         #expect(try await hostB.withLockIfFree("deal:d1") { 1 } == 1)
     }
 
+    @Test func aWriteUnderALockLostWithItsSession_isRefused_andChangesNothing() async throws {
+        let configuration = try TestPostgres.freshDatabase()
+        let store = try Store(postgres: configuration)
+        let host = KeyedLockTable<String>(crossHost: store.advisoryLocks)
+        let other = try Store(postgres: configuration)
+        try await host.withLock("deal:d1", deadline: .now + .seconds(5)) {
+            // Still held: the write goes through.
+            try await store.write { try Invariants.createProbeTable($0) }
+            // The server ends the lock's session (as a restart would): the lock is gone.
+            try await other.write { db in
+                _ = try db.query(
+                    """
+                    SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory'
+                      AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
+                    """, arguments: [])
+            }
+            await #expect(throws: StorageTrouble.self) { try await store.write { try Invariants.writeProbeRow($0) } }
+        }
+        let rows = try await other.read { try $0.query("SELECT count(*) FROM bench_commits", arguments: [])[0].int(0) }
+        #expect(rows == 0)
+        // Outside the lock, and under a new one, writes work again.
+        try await store.write { try Invariants.writeProbeRow($0) }
+        try await host.withLock("deal:d1", deadline: .now + .seconds(5)) {
+            try await store.write { try Invariants.writeProbeRow($0) }
+        }
+    }
+
     @Test func aBodyThatThrows_stillLetsTheOtherHostIn() async throws {
         struct Failure: Error {}
         let configuration = try TestPostgres.freshDatabase()

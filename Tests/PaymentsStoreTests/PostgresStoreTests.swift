@@ -151,7 +151,10 @@ struct PostgresStoreTests {
         let store = try Store(postgres: configuration)
         try await store.write { db in
             _ = try db.query(
-                "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND pid <> pg_backend_pid()",
+                """
+                SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND pid <> pg_backend_pid()
+                  AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
+                """,
                 arguments: [])
         }
         let afterCrash = try #require(try await one.lock("deal:d1", until: .now + .seconds(5)))
