@@ -728,6 +728,10 @@ class Daemon:
         """Rows of a read-only query on the daemon's database, either store (see db_rows)."""
         return db_rows(self.db_path, sql, *params)
 
+    def db_execute(self, sql: str, *params) -> int:
+        """Writes to the daemon's database behind its back, either store (see db_execute)."""
+        return db_execute(self.db_path, sql, *params)
+
     def cleanup(self, keep: bool = False):
         self.kill()
         if not keep:
@@ -764,6 +768,25 @@ def db_rows(db: str, sql: str, *params) -> list[tuple]:
         finally:
             conn.close()
     return [tuple(_plain(v) for v in row) for row in rows]
+
+
+def db_execute(db: str, sql: str, *params) -> int:
+    """One write statement on a daemon's database (white-box test setup: ageing a row,
+    moving a deadline), committed at once; returns the number of rows it changed.
+    Written once, SQLite style (`?` placeholders), like db_rows. On SQLite stop the
+    daemon first (the test then does not race its writes or its lock); on PostgreSQL
+    the write is an ordinary autocommit statement, safe while the daemon runs."""
+    if is_postgres(db):
+        import psycopg
+        with psycopg.connect(db, autocommit=True, connect_timeout=10) as conn:
+            return conn.execute(_pg_placeholders(sql), params).rowcount
+    import sqlite3
+    conn = sqlite3.connect(db, timeout=10)
+    try:
+        with conn:
+            return conn.execute(sql, params).rowcount
+    finally:
+        conn.close()
 
 
 def _pg_placeholders(sql: str) -> str:
