@@ -355,6 +355,33 @@ def db_files(d: h.Daemon) -> dict[str, bytes]:
     return out
 
 
+def db_tables(d: h.Daemon) -> dict[str, bytes]:
+    """Every value of every table of the daemon's PostgreSQL database, as bytes per table
+    (text as UTF-8, bytea as is, anything else as its str): what a search of the SQLite
+    file's bytes (db_files) is on PostgreSQL, whose files are the server's. Read-only
+    (db_rows); the daemon may be running."""
+    assert h.is_postgres(d.db_path), "db_tables reads a PostgreSQL database: use db_files"
+    tables = d.db_rows(
+        "SELECT table_schema, table_name FROM information_schema.tables"
+        " WHERE table_type = 'BASE TABLE' AND table_schema NOT IN ('pg_catalog', 'information_schema')"
+        " ORDER BY 1, 2")
+    assert tables, f"no tables in {d.db_path}"
+
+    def as_bytes(v) -> bytes:
+        if v is None:
+            return b""
+        if isinstance(v, bytes):
+            return v
+        return (v if isinstance(v, str) else str(v)).encode("utf-8")
+
+    out = {}
+    for schema, table in tables:
+        name = f'"{schema}"."{table}"'
+        rows = d.db_rows(f"SELECT * FROM {name}")
+        out[f"table {name}"] = b"\n".join(b"\x00".join(as_bytes(v) for v in row) for row in rows)
+    return out
+
+
 def leaks(needles, where: str, data: bytes) -> list[str]:
     """Which needles (UTF-8 or UTF-16) or client_secret-shaped values appear in data."""
     hits = [f"{n[:14]}... in {where}" for n in needles

@@ -167,6 +167,46 @@ def db_copy(daemon: h.Daemon, dest_dir: str) -> str:
     return dest
 
 
+def try_write_rolled_back(daemon: h.Daemon, scratch_dir: str, sql: str, *params) -> bool:
+    """Tries one write behind the stopped daemon's back and says whether the database refused
+    it as a duplicate (a UNIQUE constraint or index): True refused, False it would have taken
+    it. Any other error is raised. Nothing reaches the daemon's data, and each try starts from
+    the daemon's own state: on SQLite the write goes to a fresh copy of the file (db_copy, in
+    scratch_dir) inside a transaction that is rolled back; on PostgreSQL, where the
+    database is shared, into a transaction on it that is rolled back. `?` placeholders on
+    both stores."""
+    if h.is_postgres(daemon.db_path):
+        import psycopg
+
+        class _RollBack(Exception):
+            pass
+
+        with psycopg.connect(daemon.db_path, autocommit=True, connect_timeout=10) as conn:
+            try:
+                with conn.transaction():
+                    conn.execute(h._pg_placeholders(sql), params)
+                    raise _RollBack
+            except psycopg.errors.UniqueViolation:
+                return True
+            except _RollBack:
+                return False
+    import sqlite3
+    conn = sqlite3.connect(db_copy(daemon, scratch_dir), isolation_level=None, timeout=10)
+    try:
+        conn.execute("BEGIN")
+        try:
+            conn.execute(sql, params)
+        except sqlite3.IntegrityError as e:
+            if "UNIQUE" not in str(e):
+                raise
+            return True
+        finally:
+            conn.execute("ROLLBACK")
+        return False
+    finally:
+        conn.close()
+
+
 def claim_rows(daemon: h.Daemon) -> list[tuple]:
     """(key, payment_id, deal_id, claim state, payment status) for every claim row."""
     return db_query(daemon, """

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import sqlite3
 import stat
 import time
 
@@ -288,7 +287,6 @@ def test_name_is_free_again_when_the_checkout_closes(pay_daemon, fake_stripe, pb
     _no_violations(d, "at the end")
 
 
-@pytest.mark.sqlite_only("moves expires_at by writing to the SQLite file; db_rows only reads")
 def test_name_is_free_again_after_the_janitor_expires_the_checkout(make_daemon, fake_stripe, pb):
     """The janitor expires a checkout past its time (Stripe first, then the release). The
     daemon's clock cannot be moved, so the test moves the checkout's expires_at into the past
@@ -299,11 +297,8 @@ def test_name_is_free_again_after_the_janitor_expires_the_checkout(make_daemon, 
         a = create_ok(c, cl.checkout("deal-janitor", ["slug:late-night"]))
         other = create_ok(c, cl.checkout("deal-janitor-other", ["slug:keeps"]))
     assert d.stop() == 0
-    conn = sqlite3.connect(d.db_path)
-    with conn:
-        conn.execute("UPDATE payments SET expires_at = ? WHERE payment_id = ?",
-                     (int(time.time()) - 3600, a.payment_id))
-    conn.close()
+    assert d.db_execute("UPDATE payments SET expires_at = ? WHERE payment_id = ?",
+                        int(time.time()) - 3600, a.payment_id) == 1, "test setup"
     d.start()
     with d.client(timeout=30) as c:
         report = cs.call_ok(c, "Reconcile", pb.ReconcileRequest(), timeout=45)
@@ -673,10 +668,10 @@ def test_get_claim_for_callers_release_claim_for_admins(pay_daemon, fake_stripe,
 # The database enforces one holder per name
 
 
-@pytest.mark.sqlite_only("SQLite's partial UNIQUE index, tried on a copy of the file")
 def test_database_enforces_one_holder_per_name(make_daemon, fake_stripe, pb, tmp_path):
     """The partial UNIQUE index over HELD and TAKEN rows refuses a second holder even when
-    written behind the code's back (on a copy of the database, the daemon stopped)."""
+    written behind the code's back (the daemon stopped; each write tried on a copy of the
+    SQLite file, or in a PostgreSQL transaction rolled back)."""
     d = make_daemon(env={"STRIPE_API_BASE": fake_stripe.url, **QUIET})
     d.start()
     with d.client(timeout=30) as c:
@@ -687,24 +682,16 @@ def test_database_enforces_one_holder_per_name(make_daemon, fake_stripe, pb, tmp
         cl.expire_by_webhook(c, fake_stripe, gone)
         other = create_ok(c, cl.checkout("deal-db-other", ["slug:other"]))
     assert d.stop() == 0
-    copy = cl.db_copy(d, str(tmp_path))
-    conn = sqlite3.connect(copy)
     now = int(time.time())
-    try:
-        for key, state in (("slug:db-held", "HELD"), ("slug:db-held", "TAKEN"),
-                           ("slug:db-taken", "HELD"), ("slug:db-taken", "TAKEN")):
-            with pytest.raises(sqlite3.IntegrityError, match="UNIQUE"):
-                with conn:
-                    conn.execute(
-                        "INSERT INTO claims (key, payment_id, deal_id, state, created_at, updated_at)"
-                        " VALUES (?, ?, 'deal-db-other', ?, ?, ?)",
-                        (key, other.payment_id, state, now, now))
-        # A released name may be held again; released history may repeat.
-        with conn:
-            conn.execute(
-                "INSERT INTO claims (key, payment_id, deal_id, state, created_at, updated_at)"
-                " VALUES ('slug:db-gone', ?, 'deal-db-other', 'HELD', ?, ?)",
-                (other.payment_id, now, now))
-        assert held.payment_id
-    finally:
-        conn.close()
+    insert = ("INSERT INTO claims (key, payment_id, deal_id, state, created_at, updated_at)"
+              " VALUES (?, ?, 'deal-db-other', ?, ?, ?)")
+    for key, state in (("slug:db-held", "HELD"), ("slug:db-held", "TAKEN"),
+                       ("slug:db-taken", "HELD"), ("slug:db-taken", "TAKEN")):
+        assert cl.try_write_rolled_back(d, str(tmp_path), insert,
+                                        key, other.payment_id, state, now, now), (
+            f"the database took a second {state} row for {key}")
+    # A released name may be held again; released history may repeat.
+    assert not cl.try_write_rolled_back(d, str(tmp_path), insert,
+                                        "slug:db-gone", other.payment_id, "HELD", now, now), (
+        "the database refused to hold a released name again")
+    assert held.payment_id

@@ -1166,7 +1166,6 @@ def test_concurrent_refunds_and_dashboard_events_agree_with_stripe(pay_daemon, f
             pb.PAYMENT_STATUS_REFUNDED, 1000, 1000), rs.describe_payment(final)
 
 
-@pytest.mark.sqlite_only("ages the refund row by writing to the SQLite file; db_rows only reads")
 @pytest.mark.test_timeout(120)
 @pytest.mark.parametrize("made_at_stripe", [True, False], ids=["made", "not_made"])
 def test_a_row_older_than_stripes_key_window_is_looked_up_before_it_is_sent(
@@ -1178,8 +1177,6 @@ def test_a_row_older_than_stripes_key_window_is_looked_up_before_it_is_sent(
     24 hours pass by ageing the PENDING row in the stopped daemon's database (white-box: the
     refunds table's created_at/updated_at) and moving the fake's clock, which makes the fake
     forget the key: a blind re-send would make a second refund."""
-    import sqlite3
-
     d = make_daemon(env={"STRIPE_API_BASE": fake_stripe.url, **QUIET})
     d.start()
     with d.client(timeout=rs.CALL_TIMEOUT) as c:
@@ -1195,9 +1192,8 @@ def test_a_row_older_than_stripes_key_window_is_looked_up_before_it_is_sent(
     assert d.stop(signal.SIGTERM) == 0
 
     day = 25 * 3600
-    with sqlite3.connect(d.db_path) as db:
-        n = db.execute("UPDATE refunds SET created_at = created_at - ?, updated_at = updated_at - ? "
-                       "WHERE refund_id = ?", (day, day, row.refund_id)).rowcount
+    n = d.db_execute("UPDATE refunds SET created_at = created_at - ?, updated_at = updated_at - ? "
+                     "WHERE refund_id = ?", day, day, row.refund_id)
     assert n == 1, f"test setup: could not age refund row {row.refund_id} in {d.db_path}"
     fake_stripe.control("POST", "/_fake/clock", {"advance_seconds": day})
 

@@ -396,6 +396,19 @@ def test_dashboard_refund_events_record_the_refund_once(pay_daemon, fake_stripe,
 @pytest.mark.sqlite_only("searches the bytes of the SQLite file and its -wal")
 @pytest.mark.test_timeout(90)
 def test_event_personal_data_not_logged_or_stored(pay_daemon, fake_stripe, pb):
+    _personal_data_not_logged_or_stored(pay_daemon, fake_stripe, pb, cs.db_files)
+
+
+@pytest.mark.postgresql_only
+@pytest.mark.test_timeout(90)
+def test_event_personal_data_not_logged_or_stored_in_postgresql(pay_daemon, fake_stripe, pb):
+    """The same on PostgreSQL, whose files are the server's: every value of every table is
+    searched instead of the file's bytes."""
+    _personal_data_not_logged_or_stored(pay_daemon, fake_stripe, pb, cs.db_tables)
+
+
+def _personal_data_not_logged_or_stored(pay_daemon, fake_stripe, pb, stored):
+    """`stored(d)`: what the daemon's database holds, {where: bytes} (db_files or db_tables)."""
     d = pay_daemon(env={"PAYMENTSD_LOG_LEVEL": "debug", "PAYMENTSD_JANITOR_INTERVAL": "1"})
     c = d.client(timeout=30)
     cs.set_stock(c, SKU, 20)
@@ -448,12 +461,13 @@ def test_event_personal_data_not_logged_or_stored(pay_daemon, fake_stripe, pb):
     hits = []
     for n, a in enumerate(answers):
         hits += cs.leaks(needles, f"answer #{n}", a)
-    for path, data in cs.db_files(d).items():
+    for path, data in stored(d).items():
         hits += cs.leaks(needles, f"{path} (running)", data)
     rc = d.stop(signal.SIGTERM)
     assert rc == 0, f"SIGTERM stop exited {rc}"
-    files = cs.db_files(d)
-    assert d.db_path in files, f"no database at {d.db_path}"
+    files = stored(d)
+    assert files and (h.is_postgres(d.db_path) or d.db_path in files), (
+        f"no database at {d.db_path}")
     for path, data in files.items():
         hits += cs.leaks(needles, f"{path} (after stop)", data)
     hits += cs.leaks(needles, "stderr", d.stderr_text().encode())
@@ -462,5 +476,5 @@ def test_event_personal_data_not_logged_or_stored(pay_daemon, fake_stripe, pb):
     # The search looked at real data: the event ids are stored (the inbox).
     blob = b"".join(files.values())
     assert ws.event_id_of(b1).encode() in blob, (
-        "the delivered event id is not in the database files: the search looked at the "
-        "wrong files (or the inbox is not durable)")
+        "the delivered event id is not in the database: the search looked at the "
+        "wrong files or tables (or the inbox is not durable)")
