@@ -1,5 +1,7 @@
-/// Where the PostgreSQL store connects, and how patiently.
-public struct PostgresConfiguration: Sendable {
+/// Where the PostgreSQL store connects, and how patiently. It prints itself without its
+/// password (neither the credential's nor one in the URI), so a configuration that reaches a log
+/// line or an error message leaks none.
+public struct PostgresConfiguration: Sendable, CustomStringConvertible, CustomDebugStringConvertible {
     /// A libpq connection URI (`postgresql://...`, `?host=/run/postgresql` for a Unix socket).
     public var uri: String
     /// The password, from a systemd credential; nil leaves it to the URI, PGPASSWORD or ~/.pgpass.
@@ -19,6 +21,12 @@ public struct PostgresConfiguration: Sendable {
         self.connectTimeoutSeconds = connectTimeoutSeconds
         self.busyTimeoutMS = busyTimeoutMS
     }
+
+    public var description: String {
+        "PostgreSQL \(self.redactedURI) (pool \(self.poolSize), password \(self.password == nil ? "none" : "<redacted>"))"
+    }
+
+    public var debugDescription: String { self.description }
 
     /// Whether a `PAYMENTSD_DB` value names PostgreSQL rather than an SQLite file.
     public static func isURI(_ value: String) -> Bool {

@@ -23,6 +23,8 @@ final class PostgresPool: Sendable {
         let id: UInt64
         /// Resumed with a slot handed over, or nil: a connection was closed and the waiter may open one.
         let continuation: CheckedContinuation<Slot?, any Error>
+        /// Ends the wait at the deadline; cancelled when the waiter is served first.
+        let timer: Task<Void, Never>
     }
 
     private struct State {
@@ -108,6 +110,11 @@ final class PostgresPool: Sendable {
 
     private func wait(_ id: UInt64, until deadline: ContinuousClock.Instant) async throws -> Slot? {
         try await withCheckedThrowingContinuation { continuation in
+            let timer = Task {
+                try? await Task.sleep(until: deadline, clock: .continuous)
+                guard !Task.isCancelled else { return }
+                self.giveUp(id)
+            }
             let immediate: Grant? = self.state.withLock { state in
                 // A slot may have come back between the first look and now.
                 if let slot = state.idle.popLast() { return .slot(slot) }
@@ -115,23 +122,30 @@ final class PostgresPool: Sendable {
                     state.open += 1
                     return .open
                 }
-                state.waiters.append(Waiter(id: id, continuation: continuation))
+                state.waiters.append(Waiter(id: id, continuation: continuation, timer: timer))
                 return nil
             }
             switch immediate {
-            case .slot(let slot)?: return continuation.resume(returning: slot)
-            case .open?: return continuation.resume(returning: nil)
-            case .wait?, nil: break
-            }
-            Task {
-                try? await Task.sleep(until: deadline, clock: .continuous)
-                let waiter: Waiter? = self.state.withLock { state in
-                    guard let index = state.waiters.firstIndex(where: { $0.id == id }) else { return nil }
-                    return state.waiters.remove(at: index)
-                }
-                waiter?.continuation.resume(throwing: StorageTrouble.busy)
+            case .slot(let slot)?:
+                timer.cancel()
+                continuation.resume(returning: slot)
+            case .open?:
+                timer.cancel()
+                continuation.resume(returning: nil)
+            case .wait?, nil:
+                // A deadline that passed before the waiter was queued found nothing to remove.
+                if ContinuousClock.now >= deadline { self.giveUp(id) }
             }
         }
+    }
+
+    /// Ends a wait at its deadline: every connection stayed in use. A waiter already served is left alone.
+    private func giveUp(_ id: UInt64) {
+        let waiter: Waiter? = self.state.withLock { state in
+            guard let index = state.waiters.firstIndex(where: { $0.id == id }) else { return nil }
+            return state.waiters.remove(at: index)
+        }
+        waiter?.continuation.resume(throwing: StorageTrouble.busy)
     }
 
     /// Gives a connection back: to the longest waiter, or to the idle list; closed if it lost its server.
@@ -144,6 +158,7 @@ final class PostgresPool: Sendable {
             }
             return state.waiters.removeFirst()
         }
+        waiter?.timer.cancel()
         waiter?.continuation.resume(returning: slot)
     }
 
@@ -156,6 +171,7 @@ final class PostgresPool: Sendable {
             }
             return state.waiters.removeFirst()
         }
+        waiter?.timer.cancel()
         waiter?.continuation.resume(returning: nil)
     }
 

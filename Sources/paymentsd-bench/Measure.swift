@@ -70,6 +70,16 @@ func call(_ connection: PaymentsConnection, _ method: MethodName, _ request: som
     return response.payload
 }
 
+/// Sets a SKU's stock through the daemon at `socket`, on a connection of its own, before a measurement.
+func setStock(socket: String, sku: String, onHand: Int64, idempotencyKey: String) async throws {
+    try await blocking {
+        let connection = try PaymentsConnection(path: socket)
+        let response = try connection.call(
+            .setStock, payload: StockUpdate(sku: sku, onHand: onHand).serialized(), idempotencyKey: idempotencyKey)
+        precondition(response.status.code == .ok, "SetStock failed: \(response.status)")
+    }
+}
+
 /// Runs an async call from a measurement's client thread (which may block) and waits for it;
 /// a failure ends the run, since a figure from failing calls would mean nothing.
 func waitFor(_ what: String, _ body: @escaping @Sendable () async throws -> Void) {

@@ -25,13 +25,8 @@ func measurePostgres(uri: String, sqliteSocket: String, run: UInt64) async throw
     try await InProcessServer.with(table: pgMethods.table(), interceptors: pgMethods.interceptors(), metrics: pgMetrics) {
         pgSocket, _ in
         for socket in [sqliteSocket, pgSocket] {
-            try await blocking {
-                let connection = try PaymentsConnection(path: socket)
-                let response = try connection.call(
-                    .setStock, payload: StockUpdate(sku: "bench-pg-stock", onHand: 1_000_000).serialized(),
-                    idempotencyKey: "bench-pg-stock-\(run)")
-                precondition(response.status.code == .ok, "SetStock failed: \(response.status)")
-            }
+            try await setStock(
+                socket: socket, sku: "bench-pg-stock", onHand: 1_000_000, idempotencyKey: "bench-pg-stock-\(run)")
         }
         struct Round {
             var stockOverHealth: Double

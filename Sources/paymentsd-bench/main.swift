@@ -153,13 +153,7 @@ try await InProcessServer.with(table: methods.table(), interceptors: methods.int
     targets.atLeast("GetPayment/Health, 1 connection", get.perSecond / health.perSecond, 0.8)
     row("GetPayment", [fixed(get.perSecond), fixed(get.perSecond / health.perSecond, 2),
         "\(fixed(get.percentile(0.5))) / \(fixed(get.percentile(0.99)))"])
-    try await blocking {
-        let connection = try PaymentsConnection(path: socket)
-        let response = try connection.call(
-            .setStock, payload: StockUpdate(sku: "bench-stock", onHand: 1_000_000).serialized(),
-            idempotencyKey: "bench-stock-\(run)")
-        precondition(response.status.code == .ok, "SetStock failed: \(response.status)")
-    }
+    try await setStock(socket: socket, sku: "bench-stock", onHand: 1_000_000, idempotencyKey: "bench-stock-\(run)")
     let stock = await measure(socket: socket, clients: 1, seconds: seconds) { connection, _, _ in
         _ = try call(connection, .getStock, StockRef(sku: "bench-stock"))
         return 1

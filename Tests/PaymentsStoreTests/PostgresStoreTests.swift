@@ -3,6 +3,10 @@ import PaymentsTesting
 import Synchronization
 import Testing
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 @testable import PaymentsStore
 
 /// The PostgreSQL store on a real server (`make test` starts one): the schema's guarantees, the
@@ -173,6 +177,17 @@ struct PostgresStoreTests {
         #expect(StorageTrouble.of(lost)?.isPermanent == false)
     }
 
+    @Test func aCallFindingEveryConnectionInUse_isBusyAtItsTimeout_andThePoolServesAfterwards() async throws {
+        let store = try Store(postgres: try TestPostgres.freshDatabase(poolSize: 1, busyTimeoutMS: 200))
+        async let holder: Void = store.write { _ in usleep(800_000) }  // holds the only connection
+        try await Task.sleep(for: .milliseconds(100))
+        let started = ContinuousClock.now
+        await #expect(throws: StorageTrouble.busy) { try await store.read { _ in 1 } }
+        #expect(ContinuousClock.now - started >= .milliseconds(150))
+        try await holder
+        #expect(try await store.read { try $0.queryFirst("SELECT 1")!.int(0) } == 1)
+    }
+
     @Test func parametersAreNumbered_outsideQuotedText() {
         #expect(PostgresConnection.numberedParameters("SELECT ? , '?', ?") == "SELECT $1 , '?', $2")
         #expect(PostgresConnection.bytes(hex: "\\x00ff10") == [0, 255, 16])
@@ -190,6 +205,10 @@ struct PostgresStoreTests {
             PostgresConfiguration(uri: "postgresql:///payments?host=/run/postgresql&password=s3cret&user=pay")
                 .redactedURI == "postgresql:///payments?host=/run/postgresql&password=<redacted>&user=pay")
         #expect(PostgresConfiguration(uri: "postgresql://pay@db/payments").redactedURI == "postgresql://pay@db/payments")
+        let configuration = PostgresConfiguration(uri: "postgresql://pay:s3cret@db/payments", password: "t0p")
+        for text in ["\(configuration)", String(reflecting: configuration)] {
+            #expect(!text.contains("s3cret") && !text.contains("t0p"), "\(text)")
+        }
     }
 
     @Test func theCredentialsPassword_comesLast_soItOverridesTheURI() {

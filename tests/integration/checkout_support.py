@@ -311,6 +311,30 @@ def wait_no_pending(daemon: h.Daemon, timeout: float = 20.0) -> int:
         time.sleep(0.2)
 
 
+def all_answered_ok(results: list, what: str) -> list[bytes]:
+    """The payloads of concurrent calls (run_concurrently of (status, payload) pairs), each of
+    which must have answered OK, none raised."""
+    errors = [r for r in results if isinstance(r, BaseException)]
+    assert not errors, f"{what}: {len(errors)} calls raised, e.g. {errors[0]!r}"
+    bad = [h.describe_status(s) for s, _ in results if s.code != h.pb().OK]
+    assert not bad, f"{what}: {len(bad)}/{len(results)} calls failed, e.g. {bad[:3]}"
+    return [p for _, p in results]
+
+
+def assert_one_checkout(payloads: list[bytes], fake: "FakeStripeHandle", what: str):
+    """Concurrent CreateCheckout calls of one deal answered one payment, created once, with one
+    session at the fake; returns that payment."""
+    pays = [h.pb().Payment.FromString(p) for p in payloads]
+    ids = {p.payment_id for p in pays}
+    assert len(ids) == 1, f"{what}: {len(ids)} different payments"
+    created = sum(p.created for p in pays)
+    assert created == 1, f"{what}: created=true {created} times, expected exactly once"
+    assert {p.checkout_session_id for p in pays} == {pays[0].checkout_session_id}
+    counters = fake.counters()
+    assert counters["sessions_created"] == 1, f"{what}: {counters['sessions_created']} sessions at the fake"
+    return pays[0]
+
+
 def run_concurrently(n: int, fn: Callable[[int], object], timeout: float = 60.0) -> list:
     """Run fn(i) for i in range(n) on n threads released together by a barrier.
 

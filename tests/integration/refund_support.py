@@ -132,6 +132,25 @@ def fake_refunds(fake: cs.FakeStripeHandle, payment_intent: str | None = None) -
     return list(reversed(out))
 
 
+def concurrent_refund_answers(results: list, amount: int, what: str) -> tuple[list, list]:
+    """(refunds answered OK, statuses refused) of concurrent RefundPayment calls (run_concurrently
+    of (status, refund) pairs): none raised, every refusal is the cap's or an already-refunded
+    payment's, every OK one a SUCCEEDED refund of `amount` of its own."""
+    p = h.pb()
+    errors = [r for r in results if isinstance(r, BaseException)]
+    assert not errors, f"{what}: {len(errors)} calls raised, e.g. {errors[0]!r}"
+    ok = [ref for status, ref in results if status.code == p.OK]
+    refused = [status for status, _ in results if status.code != p.OK]
+    bad = [h.describe_status(s) for s in refused
+           if (s.code, s.reason) not in ((p.OUT_OF_RANGE, "refund_exceeds_remaining"),
+                                         (p.FAILED_PRECONDITION, "already_refunded"))]
+    assert not bad, f"{what} answered other than OK / exceeds / already: {bad}"
+    assert all(r.status == p.REFUND_STATUS_SUCCEEDED and r.amount == amount for r in ok), (
+        [describe_refund(r) for r in ok])
+    assert len({r.refund_id for r in ok}) == len(ok), "two calls answered one refund row"
+    return ok, refused
+
+
 def refund_posts(fake: cs.FakeStripeHandle) -> list[dict]:
     return fake.requests(REFUNDS_ROUTE)
 

@@ -497,23 +497,12 @@ def test_fifty_concurrent_creates_on_one_deal(pay_daemon, fake_stripe, pb):
             return status, payload
 
     results = cs.run_concurrently(50, one, timeout=60)
-    errors = [r for r in results if isinstance(r, BaseException)]
-    assert not errors, f"{len(errors)} calls raised, e.g. {errors[0]!r}"
-    bad = [h.describe_status(s) for s, _ in results if s.code != pb.OK]
-    assert not bad, f"{len(bad)}/50 calls failed, e.g. {bad[:3]}"
-    pays = [pb.Payment.FromString(p) for _, p in results]
-    ids = {p.payment_id for p in pays}
-    assert len(ids) == 1, f"50 concurrent calls got {len(ids)} different payments"
-    created = sum(p.created for p in pays)
-    assert created == 1, f"created=true {created} times, expected exactly once"
-    assert {p.checkout_session_id for p in pays} == {pays[0].checkout_session_id}
-    counters = fake_stripe.counters()
-    assert counters["sessions_created"] == 1, (
-        f"{counters['sessions_created']} sessions at the fake for one deal")
+    pay = cs.assert_one_checkout(cs.all_answered_ok(results, "50 concurrent creates"), fake_stripe,
+                                 "50 concurrent creates of one deal")
     with d.client() as c:
         listed = cs.list_payments(c, "deal-race")
     assert [(p.payment_id, p.status) for p in listed] == [
-        (pays[0].payment_id, pb.PAYMENT_STATUS_CREATED)], (
+        (pay.payment_id, pb.PAYMENT_STATUS_CREATED)], (
         f"ListPayments: {[(p.payment_id, cs.status_name(p.status)) for p in listed]}")
 
 
